@@ -1,0 +1,88 @@
+"""The Starlette application: routes, lifespan (which owns the pool) and error handlers."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from . import db, handlers, queries
+from .errors import ApiError, api_error_handler, error_response, http_exception_handler
+from .logs import configure
+from .middleware import RequestContext
+from .openapi import SWAGGER_DIR, build_spec, docs_page
+from .settings import Settings
+from .tenancy import Authenticator
+
+_OK = msgspec.json.encode({"status": "ok"})
+
+
+async def healthz(_: Request) -> Response:
+    return handlers.json_response(_OK)
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        async with asyncio.timeout(2):
+            async with db.connection(request.app.state.pool) as conn:
+                await queries.ping(conn)
+    except (ApiError, TimeoutError):
+        return error_response(503, "the database is not answering", headers={"Retry-After": "1"})
+    return handlers.json_response(_OK)
+
+
+def create_app(settings: Settings) -> Starlette:
+    if settings.database_url is None:
+        raise ValueError(
+            "create_app needs settings.database_url (the CLI starts an embedded database)"
+        )
+    dsn = settings.database_url
+    spec = msgspec.json.encode(build_spec())
+
+    async def openapi(_: Request) -> Response:
+        return handlers.json_response(spec)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.pool = await db.create_pool(settings, dsn)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    routes = [
+        Route("/orders", handlers.create_order, methods=["POST"]),
+        Route("/orders", handlers.list_orders, methods=["GET"]),
+        Route("/orders/{order_id}", handlers.get_order, methods=["GET"]),
+        Route("/orders/{order_id}", handlers.confirm_order, methods=["PATCH"]),
+        Route("/orders/{order_id}/confirm", handlers.confirm_order, methods=["PATCH"]),
+        Route("/orders/{order_id}/close", handlers.close_order, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", lambda _: docs_page(), methods=["GET"]),
+        Mount("/docs/static", StaticFiles(directory=SWAGGER_DIR), name="docs-static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestContext)],
+        exception_handlers={ApiError: api_error_handler, HTTPException: http_exception_handler},
+    )
+    app.state.settings = settings
+    app.state.auth = Authenticator(settings)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory for `--workers N`: each worker reads the environment the CLI prepared."""
+    settings = Settings.from_env()
+    configure(settings.log_level, settings.log_format)
+    return create_app(settings)

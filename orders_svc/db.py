@@ -1,0 +1,122 @@
+"""The asyncpg pool, the one transaction helper, and the one place driver errors become API errors."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from .errors import ApiError, log
+from .settings import Settings
+
+Connection = asyncpg.Connection
+Pool = asyncpg.Pool
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.decode
+
+
+async def _init_connection(conn: Connection) -> None:
+    # jsonb values travel as text; msgspec does the (de)serialisation.
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda value: _json_encode(value).decode(),
+        decoder=_json_decode,
+        format="text",
+    )
+
+
+def server_settings(settings: Settings) -> dict[str, str]:
+    # lock_timeout bounds how long a request waits behind a concurrent one holding the same idempotency key
+    # or order row; past it the request gets 409 request_in_progress instead of hanging.
+    return {
+        "application_name": "orders-svc",
+        "statement_timeout": str(settings.statement_timeout_ms),
+        "lock_timeout": str(settings.idempotency_wait_ms),
+        "timezone": "UTC",
+    }
+
+
+async def create_pool(settings: Settings, dsn: str) -> Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        init=_init_connection,
+        server_settings=server_settings(settings),
+        command_timeout=max(settings.statement_timeout_ms / 1000 + 5, 10),
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def transaction(pool: Pool) -> AsyncIterator[Connection]:
+    """A connection inside one transaction, with driver errors translated."""
+    async with translate_errors(), pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
+@asynccontextmanager
+async def connection(pool: Pool) -> AsyncIterator[Connection]:
+    """A pooled connection in autocommit, for single statements, with driver errors translated."""
+    async with translate_errors(), pool.acquire() as conn:
+        yield conn
+
+
+_BY_CONSTRAINT: dict[str, tuple[int, str, dict[str, Any]]] = {
+    "orders_total_cents_check": (422, "totalCents must be between 0 and 2147483647", {}),
+    "orders_tenant_id_check": (400, "tenant id must be 1-64 characters of [A-Za-z0-9._:-]", {}),
+    "idempotency_keys_key_check": (
+        400,
+        "Idempotency-Key must be 1-255 printable ASCII characters",
+        {},
+    ),
+    "outbox_order_event_key": (
+        409,
+        "the order was already closed",
+        {"reason": "invalid_transition"},
+    ),
+}
+
+_RETRY_LATER = {"Retry-After": "1"}
+
+
+@asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Map driver errors a client can cause (or wait out) to API errors, by constraint name or SQLSTATE."""
+    try:
+        yield
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        mapped = _BY_CONSTRAINT.get(getattr(exc, "constraint_name", None) or "")
+        if mapped is None:
+            raise
+        status, message, details = mapped
+        raise ApiError(status, message, details or None) from None
+    except asyncpg.LockNotAvailableError:
+        raise ApiError(
+            409,
+            "a concurrent request on the same resource is still in progress; retry shortly",
+            {"reason": "request_in_progress"},
+            _RETRY_LATER,
+        ) from None
+    except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+        raise ApiError(
+            409, "concurrent update; retry", {"reason": "request_in_progress"}, _RETRY_LATER
+        ) from None
+    except (
+        OSError,
+        TimeoutError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.ConnectionDoesNotExistError,
+        asyncpg.InterfaceError,
+        asyncpg.QueryCanceledError,
+        asyncpg.TooManyConnectionsError,
+        asyncpg.AdminShutdownError,
+    ) as exc:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        raise ApiError(
+            503, "the database is unavailable; retry shortly", headers=_RETRY_LATER
+        ) from None

@@ -1,0 +1,84 @@
+"""One error type and one renderer: every non-2xx is `{code, message, details?}`."""
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .schemas import Error
+
+log = logging.getLogger("orders_svc")
+
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    428: "precondition_required",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """A client-visible failure: status, message and optional structured details."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+        self.headers = headers
+
+
+def conflict(reason: str, message: str, **details: Any) -> ApiError:
+    return ApiError(409, message, {"reason": reason, **details})
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def error_response(
+    status: int,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    code = CODES.get(status) or HTTPStatus(status).phrase.lower().replace(" ", "_")
+    body = _encode(Error(code=code, message=message, details=details))
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+async def api_error_handler(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, exc.details, exc.headers)
+
+
+async def http_exception_handler(_: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (unknown route, wrong method) in our envelope."""
+    assert isinstance(exc, HTTPException)
+    message = {404: "no such route", 405: "method not allowed for this route"}.get(
+        exc.status_code, HTTPStatus(exc.status_code).phrase
+    )
+    return error_response(exc.status_code, message, headers=exc.headers)
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    """Anything unplanned: logged with its traceback, answered without internals."""
+    log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
+    return error_response(500, "internal error")

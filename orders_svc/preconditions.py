@@ -1,0 +1,55 @@
+"""Request headers that steer a write: `If-Match` versions and `Idempotency-Key`."""
+
+import hashlib
+import re
+
+import msgspec
+
+from .errors import ApiError
+
+_MEMBER = re.compile(r'\s*(W/)?"?([0-9]{1,10})"?\s*$')
+_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+_MAX_VERSION = 2**31 - 1
+
+
+def parse_if_match(value: str) -> list[int] | None:
+    """Versions an `If-Match` accepts; None means `*` (any current version).
+
+    `"3"`, bare `3` and lists (`"2", "3"`) are accepted. Weak tags (`W/"3"`) are well-formed but never
+    match (RFC 9110 strong comparison), so they contribute no version.
+    """
+    if value.strip() == "*":
+        return None
+    versions: list[int] = []
+    for member in value.split(","):
+        match = _MEMBER.match(member)
+        if match is None or member.count('"') not in (0, 2):
+            raise ApiError(400, 'If-Match must be "*" or a list of versions such as "3"')
+        weak, digits = match.groups()
+        version = int(digits)
+        if not weak and 1 <= version <= _MAX_VERSION:
+            versions.append(version)
+    return versions
+
+
+def parse_idempotency_key(value: str) -> str:
+    """1-255 printable ASCII characters; one pair of surrounding double quotes is stripped."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if not _KEY.match(value):
+        raise ApiError(400, "Idempotency-Key must be 1-255 printable ASCII characters")
+    return value
+
+
+def canonical_json(body: bytes) -> bytes:
+    """Key order and whitespace do not matter: decode, then re-encode with sorted keys and no spaces."""
+    return msgspec.json.encode(msgspec.json.decode(body) if body.strip() else {}, order="sorted")
+
+
+def fingerprint(method: str, path: str, body: bytes) -> bytes:
+    """sha256 over length-prefixed method, path and canonical body, so no two requests frame alike."""
+    digest = hashlib.sha256()
+    for part in (method.upper().encode(), path.encode(), canonical_json(body)):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.digest()

@@ -1,0 +1,112 @@
+"""One typed function per SQL block: connection first, tenant second; they return rows, never HTTP errors."""
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from .db import Connection
+from .resources import load_sql
+
+_SQL = load_sql()
+# Looked up at import, so a renamed or missing block fails at start-up, not on the first request.
+CREATE_ORDER = _SQL["create_order"]
+SELECT_ORDER = _SQL["select_order"]
+CONFIRM_ORDER = _SQL["confirm_order"]
+CLOSE_ORDER = _SQL["close_order"]
+LIST_ORDERS_FIRST = _SQL["list_orders_first"]
+LIST_ORDERS_AFTER = _SQL["list_orders_after"]
+SELECT_IDEMPOTENCY_KEY = _SQL["select_idempotency_key"]
+CLAIM_IDEMPOTENCY_KEY = _SQL["claim_idempotency_key"]
+STORE_IDEMPOTENT_RESPONSE = _SQL["store_idempotent_response"]
+PING = _SQL["ping"]
+
+
+class OrderRow(NamedTuple):
+    id: uuid.UUID
+    tenant_id: str
+    status: str
+    version: int
+    total_cents: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class StoredResponse(NamedTuple):
+    fingerprint: bytes
+    status: int | None
+    headers: dict[str, str] | None
+    body: bytes | None
+
+
+async def create_order(
+    conn: Connection,
+    tenant_id: str,
+    key: str,
+    fingerprint: bytes,
+    headers: dict[str, str],
+    body: bytes,
+    order_id: uuid.UUID,
+    ttl: timedelta,
+    created_at: datetime,
+) -> bool:
+    """Claim the key, store the response and insert the order; False when the key is live already."""
+    row = await conn.fetchrow(
+        CREATE_ORDER, tenant_id, key, fingerprint, headers, body, order_id, ttl, created_at
+    )
+    return row is not None
+
+
+async def select_order(conn: Connection, tenant_id: str, order_id: uuid.UUID) -> OrderRow | None:
+    row = await conn.fetchrow(SELECT_ORDER, tenant_id, order_id)
+    return None if row is None else OrderRow(*row)
+
+
+async def confirm_order(
+    conn: Connection, tenant_id: str, order_id: uuid.UUID, versions: list[int] | None, total: int
+) -> OrderRow | None:
+    row = await conn.fetchrow(CONFIRM_ORDER, tenant_id, order_id, versions, total)
+    return None if row is None else OrderRow(*row)
+
+
+async def close_order(
+    conn: Connection,
+    tenant_id: str,
+    order_id: uuid.UUID,
+    versions: list[int] | None,
+    event_id: uuid.UUID,
+) -> OrderRow | None:
+    row = await conn.fetchrow(CLOSE_ORDER, tenant_id, order_id, versions, event_id)
+    return None if row is None else OrderRow(*row)
+
+
+async def list_orders(
+    conn: Connection, tenant_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[OrderRow]:
+    if after is None:
+        rows = await conn.fetch(LIST_ORDERS_FIRST, tenant_id, limit)
+    else:
+        rows = await conn.fetch(LIST_ORDERS_AFTER, tenant_id, after[0], after[1], limit)
+    return [OrderRow(*row) for row in rows]
+
+
+async def select_idempotency_key(
+    conn: Connection, tenant_id: str, key: str
+) -> StoredResponse | None:
+    row = await conn.fetchrow(SELECT_IDEMPOTENCY_KEY, tenant_id, key)
+    return None if row is None else StoredResponse(*row)
+
+
+async def claim_idempotency_key(
+    conn: Connection, tenant_id: str, key: str, fingerprint: bytes, ttl: timedelta
+) -> bool:
+    return await conn.fetchrow(CLAIM_IDEMPOTENCY_KEY, tenant_id, key, fingerprint, ttl) is not None
+
+
+async def store_idempotent_response(
+    conn: Connection, tenant_id: str, key: str, status: int, headers: dict[str, str], body: bytes
+) -> None:
+    await conn.execute(STORE_IDEMPOTENT_RESPONSE, tenant_id, key, status, headers, body)
+
+
+async def ping(conn: Connection) -> Any:
+    return await conn.fetchval(PING)

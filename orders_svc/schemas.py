@@ -1,0 +1,73 @@
+"""Request and response types. The handlers decode and encode with these, and /openapi.json is built from them."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+TENANT_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+
+TenantId = Annotated[str, Meta(pattern=TENANT_PATTERN, description="1-64 chars of [A-Za-z0-9._:-]")]
+Cents = Annotated[int, Meta(ge=0, le=2**31 - 1, description="Amount in cents")]
+Timestamp = Annotated[
+    str,
+    Meta(
+        extra_json_schema={"format": "date-time"},
+        description="RFC 3339 UTC with microseconds, e.g. 2026-11-22T03:50:10.123456Z",
+    ),
+]
+Status = Literal["draft", "confirmed", "closed"]
+
+
+class Base(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """Shared settings: camelCase on the wire, unknown fields refused."""
+
+
+class CreateOrder(Base, omit_defaults=True):
+    tenant_id: TenantId | None = None
+
+
+class ConfirmOrder(Base):
+    total_cents: Cents
+
+
+class CloseOrder(Base):
+    """Close takes no fields; an empty body or `{}`."""
+
+
+class Order(Base):
+    id: uuid.UUID
+    tenant_id: str
+    status: Status
+    version: Annotated[int, Meta(ge=1)]
+    total_cents: Cents | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class OrderPage(Base):
+    items: list[Order]
+    next_cursor: Annotated[str, Meta(description="Opaque; pass back as ?cursor=")] | None
+
+
+class Error(msgspec.Struct, omit_defaults=True):
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+def rfc3339(ts: datetime) -> str:
+    """UTC with exactly six fractional digits: the precision the database keeps and cursors need."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+encoder = msgspec.json.Encoder()
+decode_create = msgspec.json.Decoder(CreateOrder).decode
+decode_confirm = msgspec.json.Decoder(ConfirmOrder).decode
+decode_close = msgspec.json.Decoder(CloseOrder).decode

