@@ -40,9 +40,7 @@ async def readyz(request: Request) -> Response:
 
 def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
-        raise ValueError(
-            "create_app needs settings.database_url (the CLI starts an embedded database)"
-        )
+        raise ValueError("create_app needs settings.database_url (the CLI starts an embedded database)")
     dsn = settings.database_url
     spec = msgspec.json.encode(build_spec())
 

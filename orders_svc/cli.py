@@ -70,13 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=os.environ.get("ORDERS_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("ORDERS_PORT", "8000")))
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument(
-        "--migrate", action="store_true", help="apply migrations first (always on embedded)"
-    )
+    p.add_argument("--migrate", action="store_true", help="apply migrations first (always on embedded)")
     p.set_defaults(handler=serve)
-    p = commands.add_parser(
-        "migrate", help="apply pending migrations to DATABASE_URL (or the embedded DB)"
-    )
+    p = commands.add_parser("migrate", help="apply pending migrations to DATABASE_URL (or the embedded DB)")
     p.set_defaults(handler=run_migrate)
     return parser
 

@@ -6,12 +6,12 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from asyncpg import Connection, Pool
 
 from .errors import ApiError, log
 from .settings import Settings
 
-Connection = asyncpg.Connection
-Pool = asyncpg.Pool
+__all__ = ["Connection", "Pool", "connection", "create_pool", "transaction", "translate_errors"]
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.decode
@@ -117,6 +117,4 @@ async def translate_errors() -> AsyncIterator[None]:
         asyncpg.AdminShutdownError,
     ) as exc:
         log.warning("database unavailable: %s", type(exc).__name__)
-        raise ApiError(
-            503, "the database is unavailable; retry shortly", headers=_RETRY_LATER
-        ) from None
+        raise ApiError(503, "the database is unavailable; retry shortly", headers=_RETRY_LATER) from None

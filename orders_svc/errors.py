@@ -75,7 +75,7 @@ async def http_exception_handler(_: Request, exc: Exception) -> Response:
     message = {404: "no such route", 405: "method not allowed for this route"}.get(
         exc.status_code, HTTPStatus(exc.status_code).phrase
     )
-    return error_response(exc.status_code, message, headers=exc.headers)
+    return error_response(exc.status_code, message, headers=dict(exc.headers or {}))
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:

@@ -17,9 +17,7 @@ from .schemas import decode_close, decode_confirm, decode_create
 MAX_BODY = 64 * 1024
 
 
-def json_response(
-    body: bytes, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
+def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(body, status, headers=headers, media_type="application/json")
 
 

@@ -1,4 +1,4 @@
-"""GET /openapi.json, generated from the msgspec types the handlers use, and GET /docs (self-hosted Swagger UI)."""
+"""GET /openapi.json, generated from the msgspec types the handlers use, and GET /docs (self-hosted UI)."""
 
 from typing import Any
 
@@ -32,9 +32,7 @@ _ORDER_HEADERS = {
 _REPLAY_HEADERS = {
     **_ORDER_HEADERS,
     "Location": _header("/orders/{id} of the created order"),
-    "Idempotent-Replayed": _header(
-        "true when this is a stored response replayed", {"const": "true"}
-    ),
+    "Idempotent-Replayed": _header("true when this is a stored response replayed", {"const": "true"}),
 }
 _RETRY_HEADERS = {"Retry-After": _header("Seconds to wait before retrying", {"type": "string"})}
 
@@ -80,7 +78,7 @@ _TENANT_PARAM = {
     "name": "X-Tenant-Id",
     "in": "header",
     "required": False,
-    "description": "The caller's tenant (dev mode), or send Authorization: Bearer <JWT> with a tenant_id claim",
+    "description": "The caller's tenant (dev mode); or send Authorization: Bearer <JWT> (claim tenant_id)",
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
 }
 _ID_PARAM = {
@@ -135,9 +133,7 @@ def build_spec() -> dict[str, Any]:
                 "requestBody": _body("CreateOrder", False),
                 "responses": {
                     "201": _ok("Created", "Order", _REPLAY_HEADERS),
-                    "200": _ok(
-                        "Replay of the first response for this key", "Order", _REPLAY_HEADERS
-                    ),
+                    "200": _ok("Replay of the first response for this key", "Order", _REPLAY_HEADERS),
                     **_COMMON_ERRORS,
                     **_WRITE_ERRORS,
                 },
@@ -219,9 +215,7 @@ def build_spec() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
     }
 

@@ -1,4 +1,4 @@
-"""Use cases. Each opens its connection or transaction here, so handlers never see one and queries never open one."""
+"""Use cases. Connections and transactions are opened here: handlers never see one, queries never open one."""
 
 import uuid
 from contextlib import AbstractAsyncContextManager
@@ -102,9 +102,7 @@ async def explain_failed_write(
     if current is None:
         return not_found()
     if versions is not None and current.version not in versions:
-        return ApiError(
-            409, "stale version", {"reason": "stale_version", "currentVersion": current.version}
-        )
+        return ApiError(409, "stale version", {"reason": "stale_version", "currentVersion": current.version})
     return conflict(
         "invalid_transition",
         f"cannot {action} an order that is {current.status}",
@@ -161,12 +159,8 @@ async def _claim(conn: Connection, tenant: str, idem: Idempotency) -> Reply | No
     """Claim the key for this transaction, or the stored reply when it is live already."""
     if await queries.claim_idempotency_key(conn, tenant, idem.key, idem.fingerprint, idem.ttl):
         return None
-    replayed = replay(
-        await queries.select_idempotency_key(conn, tenant, idem.key), idem.fingerprint
-    )
-    if (
-        replayed is None
-    ):  # the key expired between the claim and the read; the client may simply retry
+    replayed = replay(await queries.select_idempotency_key(conn, tenant, idem.key), idem.fingerprint)
+    if replayed is None:  # the key expired between the claim and the read; the client may simply retry
         raise in_progress()
     return replayed
 
@@ -194,9 +188,7 @@ async def require_order(pool: Pool, tenant: str, order_id: uuid.UUID) -> None:
             raise not_found()
 
 
-async def list_orders(
-    pool: Pool, tenant: str, after: tuple[datetime, uuid.UUID] | None, limit: int
-) -> bytes:
+async def list_orders(pool: Pool, tenant: str, after: tuple[datetime, uuid.UUID] | None, limit: int) -> bytes:
     """One page, newest first; fetching one extra row tells whether another page follows."""
     async with connection(pool) as conn:
         rows = await queries.list_orders(conn, tenant, after, limit + 1)

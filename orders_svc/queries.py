@@ -89,9 +89,7 @@ async def list_orders(
     return [OrderRow(*row) for row in rows]
 
 
-async def select_idempotency_key(
-    conn: Connection, tenant_id: str, key: str
-) -> StoredResponse | None:
+async def select_idempotency_key(conn: Connection, tenant_id: str, key: str) -> StoredResponse | None:
     row = await conn.fetchrow(SELECT_IDEMPOTENCY_KEY, tenant_id, key)
     return None if row is None else StoredResponse(*row)
 

@@ -1,4 +1,4 @@
-"""Request and response types. The handlers decode and encode with these, and /openapi.json is built from them."""
+"""Request and response types: the handlers decode and encode with these; /openapi.json is built from them."""
 
 import uuid
 from datetime import UTC, datetime

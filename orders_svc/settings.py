@@ -54,7 +54,7 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
-def _choice(env: Mapping[str, str], name: str, default: T, choices: tuple[T, ...]) -> T:
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[T, ...]) -> T:
     raw = env.get(name) or default
     for choice in choices:
         if raw.lower() == choice.lower():
@@ -74,7 +74,7 @@ def _jwt_key(env: Mapping[str, str]) -> str | None:
 
 
 def _parse(env: Mapping[str, str]) -> Settings:
-    auth_mode = _choice(env, "ORDERS_AUTH_MODE", "dev", ("dev", "jwt"))
+    auth_mode: AuthMode = _choice(env, "ORDERS_AUTH_MODE", "dev", ("dev", "jwt"))
     secret = env.get("ORDERS_JWT_SECRET") or None
     public_key = _jwt_key(env)
     algorithms: tuple[str, ...] = ()
@@ -85,14 +85,10 @@ def _parse(env: Mapping[str, str]) -> Settings:
             )
         default_algs = "HS256" if secret else "RS256,ES256"
         algorithms = tuple(
-            a.strip()
-            for a in (env.get("ORDERS_JWT_ALGORITHMS") or default_algs).split(",")
-            if a.strip()
+            a.strip() for a in (env.get("ORDERS_JWT_ALGORITHMS") or default_algs).split(",") if a.strip()
         )
         allowed = (
-            {"HS256", "HS384", "HS512"}
-            if secret
-            else {"RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
+            {"HS256", "HS384", "HS512"} if secret else {"RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
         )
         if not algorithms or not set(algorithms) <= allowed:
             raise SettingsError(f"ORDERS_JWT_ALGORITHMS must be a subset of {sorted(allowed)}")
@@ -106,9 +102,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         pool_min=pool_min,
         pool_max=pool_max,
         statement_timeout_ms=_int(env, "ORDERS_STATEMENT_TIMEOUT_MS", 5000, 0, 3_600_000),
-        idempotency_ttl=timedelta(
-            seconds=_int(env, "ORDERS_IDEMPOTENCY_TTL_SECONDS", 3600, 1, 30 * 86400)
-        ),
+        idempotency_ttl=timedelta(seconds=_int(env, "ORDERS_IDEMPOTENCY_TTL_SECONDS", 3600, 1, 30 * 86400)),
         idempotency_wait_ms=_int(env, "ORDERS_IDEMPOTENCY_WAIT_MS", 5000, 1, 600_000),
         auth_mode=auth_mode,
         jwt_secret=secret,

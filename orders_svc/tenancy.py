@@ -18,7 +18,7 @@ class Authenticator:
 
     def __init__(self, settings: Settings) -> None:
         self.verify = settings.auth_mode == "jwt"
-        self.key = settings.jwt_secret or settings.jwt_public_key
+        self.key = settings.jwt_secret or settings.jwt_public_key or ""
         self.algorithms = list(settings.jwt_algorithms)
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
@@ -30,9 +30,7 @@ class Authenticator:
         if self.verify and claimed is None:
             raise ApiError(401, "a verified bearer token is required", headers=_CHALLENGE)
         if claimed is None and header is None:
-            raise ApiError(
-                401, "send X-Tenant-Id or Authorization: Bearer <JWT>", headers=_CHALLENGE
-            )
+            raise ApiError(401, "send X-Tenant-Id or Authorization: Bearer <JWT>", headers=_CHALLENGE)
         if claimed is not None and header is not None and header != claimed:
             raise ApiError(403, "X-Tenant-Id does not match the token's tenant")
         tenant = claimed if claimed is not None else header

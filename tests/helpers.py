@@ -47,7 +47,5 @@ async def confirmed_id(client: httpx.AsyncClient, tenant: str, total: int = 1000
     return order_id
 
 
-async def close(
-    client: httpx.AsyncClient, tenant: str, order_id: str, **extra: str
-) -> httpx.Response:
+async def close(client: httpx.AsyncClient, tenant: str, order_id: str, **extra: str) -> httpx.Response:
     return await client.post(f"/orders/{order_id}/close", headers=tenant_headers(tenant, **extra))

@@ -11,7 +11,4 @@ async def test_lifecycle_create_confirm_close(client, tenant, db):
     closed = await close(client, tenant, order_id)
     assert closed.status_code == 200
     assert closed.json()["status"] == "closed"
-    assert (
-        await db.fetchval("SELECT count(*) FROM outbox WHERE order_id = $1", closed.json()["id"])
-        == 1
-    )
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE order_id = $1", closed.json()["id"]) == 1
