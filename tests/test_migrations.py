@@ -52,7 +52,8 @@ async def test_migrations_apply_roll_back_and_reapply(empty_database_url):
             "orders_version_check",
         ),
         (
-            "INSERT INTO orders (id, tenant_id, status, total_cents) VALUES (gen_random_uuid(), 't', 'confirmed', -1)",
+            "INSERT INTO orders (id, tenant_id, status, total_cents) "
+            "VALUES (gen_random_uuid(), 't', 'confirmed', -1)",
             "orders_total_cents_check",
         ),
         (
@@ -64,7 +65,8 @@ async def test_migrations_apply_roll_back_and_reapply(empty_database_url):
             "orders_tenant_id_check",
         ),
         (
-            "INSERT INTO idempotency_keys (tenant_id, key, fingerprint, expires_at) VALUES ('t', '', '', now())",
+            "INSERT INTO idempotency_keys (tenant_id, key, fingerprint, expires_at) "
+            "VALUES ('t', '', '', now())",
             "idempotency_keys_key_check",
         ),
     ],

@@ -1,4 +1,4 @@
-"""Settings: parsed once from the environment, defaults documented, bad values refused with a clear message."""
+"""Settings: parsed once from the environment; bad values are refused with a clear message."""
 
 from datetime import timedelta
 
