@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,9 +38,17 @@ def database(settings: Settings, apply_migrations: bool) -> Iterator[str]:
         yield dsn
 
 
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal; ending with SystemExit
+    # instead of dying on it lets the embedded database stop with us and the process exit 0.
+    raise SystemExit(0)
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
     with database(settings, args.migrate) as dsn:
         os.environ["DATABASE_URL"] = dsn  # the workers build their settings from the environment
         uvicorn.run(

@@ -1,0 +1,96 @@
+"""The command line as a user runs it: embedded serve, migrate, yoyo apply, configuration errors."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from conftest import free_port, wait_until_ready
+from orders_svc.migrate import yoyo_uri
+from orders_svc.resources import migrations_dir
+
+CLI = [sys.executable, "-m", "orders_svc.cli"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("ORDERS_")}
+    return {**env, "ORDERS_LOG_LEVEL": "WARNING", **extra}
+
+
+def _serve(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [*CLI, "serve", "--port", str(port)],
+            env=_env(ORDERS_DATA_DIR=str(data_dir)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+def test_serve_without_database_url_runs_on_an_embedded_postgres_that_keeps_its_data(tmp_path):
+    data_dir, port, log_path = tmp_path / "data", free_port(), tmp_path / "serve.log"
+    base = f"http://127.0.0.1:{port}"
+    headers = {"X-Tenant-Id": "cli", "Idempotency-Key": "k"}
+
+    proc = _serve(data_dir, port, log_path)
+    try:
+        wait_until_ready(base, proc, log_path, timeout=90)
+        created = httpx.post(f"{base}/orders", headers=headers, content=b"{}")
+        assert created.status_code == 201
+    finally:
+        assert _stop(proc) == 0, log_path.read_text()
+    assert not (data_dir / "pg" / "postmaster.pid").exists(), "embedded PostgreSQL left running"
+
+    proc = _serve(data_dir, port, log_path)
+    try:
+        wait_until_ready(base, proc, log_path, timeout=90)
+        again = httpx.get(f"{base}{created.headers['location']}", headers={"X-Tenant-Id": "cli"})
+        assert again.status_code == 200
+        assert again.json()["id"] == created.json()["id"]
+    finally:
+        assert _stop(proc) == 0, log_path.read_text()
+
+
+async def _tables(dsn: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await conn.close()
+    return {r["tablename"] for r in rows}
+
+
+async def test_migrate_applies_the_schema_to_database_url(empty_database_url):
+    subprocess.run([*CLI, "migrate"], env=_env(DATABASE_URL=empty_database_url), check=True, timeout=60)
+    assert {"orders", "outbox", "idempotency_keys"} <= await _tables(empty_database_url)
+
+
+async def test_yoyo_apply_reads_the_same_migrations(empty_database_url):
+    yoyo = shutil.which("yoyo", path=str(Path(sys.executable).parent))
+    assert yoyo is not None
+    subprocess.run(
+        [yoyo, "apply", "--batch", "--database", yoyo_uri(empty_database_url), str(migrations_dir())],
+        env=_env(),
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    assert {"orders", "outbox", "idempotency_keys"} <= await _tables(empty_database_url)
+
+
+def test_a_bad_setting_stops_the_service_with_a_clear_message():
+    result = subprocess.run(
+        [*CLI, "serve"], env=_env(ORDERS_POOL_MAX="lots"), capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    assert "configuration error: ORDERS_POOL_MAX='lots' is not an integer" in result.stderr
