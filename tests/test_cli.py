@@ -10,9 +10,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from conftest import free_port, wait_until_ready
 from orders_svc.migrate import yoyo_uri
 from orders_svc.resources import migrations_dir
+
+from conftest import free_port, wait_until_ready
 
 CLI = [sys.executable, "-m", "orders_svc.cli"]
 
