@@ -3,7 +3,7 @@
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -39,7 +39,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         ts = datetime.fromisoformat(decoded.ts)
         if ts.utcoffset() is None:
             raise ValueError("timestamp without offset")
-    except (ValueError, binascii.Error, msgspec.DecodeError):
+        ts = ts.astimezone(UTC)  # the database binds it in UTC; an offset may push it out of range
+    except (ValueError, OverflowError, binascii.Error, msgspec.DecodeError):
         raise ApiError(400, "cursor is not valid; pass back nextCursor unchanged") from None
     return ts, decoded.id
 

@@ -36,7 +36,7 @@ def parse_idempotency_key(value: str) -> str:
     """1-255 printable ASCII characters; one pair of surrounding double quotes is stripped."""
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
-    if not _KEY.match(value):
+    if not _KEY.fullmatch(value):  # `$` alone would let a trailing newline through
         raise ApiError(400, "Idempotency-Key must be 1-255 printable ASCII characters")
     return value
 

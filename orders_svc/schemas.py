@@ -64,7 +64,8 @@ class Health(msgspec.Struct):
 
 def rfc3339(ts: datetime) -> str:
     """UTC with exactly six fractional digits: the precision the database keeps and cursors need."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, unlike strftime("%Y"), always writes a four-digit year.
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
 
 
 encoder = msgspec.json.Encoder()
