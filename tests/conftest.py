@@ -57,6 +57,16 @@ def create_database(admin_dsn: str, name: str, template: str | None = None) -> s
     return with_database(admin_dsn, name)
 
 
+async def public_tables(dsn: str) -> set[str]:
+    """The application tables of a database (yoyo's bookkeeping tables left out)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await conn.close()
+    return {r["tablename"] for r in rows if not r["tablename"].startswith(("_yoyo", "yoyo"))}
+
+
 def drop_database(admin_dsn: str, name: str) -> None:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -7,13 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 from orders_svc.migrate import yoyo_uri
 from orders_svc.resources import migrations_dir
 
-from conftest import free_port, wait_until_ready
+from conftest import free_port, public_tables, wait_until_ready
 
 CLI = [sys.executable, "-m", "orders_svc.cli"]
 
@@ -62,18 +61,9 @@ def test_serve_without_database_url_runs_on_an_embedded_postgres_that_keeps_its_
         assert _stop(proc) == 0, log_path.read_text()
 
 
-async def _tables(dsn: str) -> set[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-    finally:
-        await conn.close()
-    return {r["tablename"] for r in rows}
-
-
 async def test_migrate_applies_the_schema_to_database_url(empty_database_url):
     subprocess.run([*CLI, "migrate"], env=_env(DATABASE_URL=empty_database_url), check=True, timeout=60)
-    assert {"orders", "outbox", "idempotency_keys"} <= await _tables(empty_database_url)
+    assert {"orders", "outbox", "idempotency_keys"} <= await public_tables(empty_database_url)
 
 
 async def test_yoyo_apply_reads_the_same_migrations(empty_database_url):
@@ -86,7 +76,7 @@ async def test_yoyo_apply_reads_the_same_migrations(empty_database_url):
         timeout=60,
         capture_output=True,
     )
-    assert {"orders", "outbox", "idempotency_keys"} <= await _tables(empty_database_url)
+    assert {"orders", "outbox", "idempotency_keys"} <= await public_tables(empty_database_url)
 
 
 def test_a_bad_setting_stops_the_service_with_a_clear_message():

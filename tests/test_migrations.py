@@ -6,16 +6,9 @@ import pytest
 from orders_svc import migrate
 from orders_svc.resources import migrations_dir
 
+from conftest import public_tables
+
 TABLES = {"orders", "outbox", "idempotency_keys"}
-
-
-async def _tables(dsn: str) -> set[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-    finally:
-        await conn.close()
-    return {r["tablename"] for r in rows if not r["tablename"].startswith(("_yoyo", "yoyo"))}
 
 
 def test_every_migration_has_a_rollback():
@@ -30,14 +23,14 @@ async def test_migrations_apply_roll_back_and_reapply(empty_database_url):
     assert count == len(list(migrations_dir().glob("[0-9]*.py"))) + len(
         [p for p in migrations_dir().glob("*.sql") if not p.name.endswith(".rollback.sql")]
     )
-    assert await _tables(empty_database_url) >= TABLES
+    assert await public_tables(empty_database_url) >= TABLES
     assert migrate.apply(empty_database_url) == 0  # idempotent
 
     assert migrate.rollback_all(empty_database_url) == count
-    assert await _tables(empty_database_url) == set()
+    assert await public_tables(empty_database_url) == set()
 
     assert migrate.apply(empty_database_url) == count
-    assert await _tables(empty_database_url) >= TABLES
+    assert await public_tables(empty_database_url) >= TABLES
 
 
 @pytest.mark.parametrize(
