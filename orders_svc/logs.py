@@ -10,7 +10,22 @@ import msgspec
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "request_id",
+}
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_request_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    # Stamped when the record is made, inside the request's context, so any handler (queued ones too) sees it.
+    record = _base_factory(*args, **kwargs)
+    record.request_id = request_id.get()
+    return record
+
+
+logging.setLogRecordFactory(_record_with_request_id)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -23,7 +38,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        rid = request_id.get()
+        rid = getattr(record, "request_id", None)
         if rid is not None:
             entry["request_id"] = rid
         for key, value in record.__dict__.items():
@@ -39,7 +54,7 @@ class TextFormatter(logging.Formatter):
         extras = " ".join(
             f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
         )
-        rid = request_id.get()
+        rid = getattr(record, "request_id", None)
         line = f"{record.levelname:<7} {record.name}: {record.getMessage()}"
         line += f" request_id={rid}" if rid else ""
         line += f" {extras}" if extras else ""
