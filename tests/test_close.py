@@ -1,0 +1,127 @@
+"""POST /orders/{id}/close: confirmed -> closed plus exactly one orders.closed outbox row, atomically."""
+
+import json
+import uuid
+
+import pytest
+from support import assert_error, assert_order, order_row, outbox_rows
+
+from helpers import close, confirmed_id, create_id, tenant_headers
+
+
+async def assert_not_closed(db, order_id: str, version: int, status: str) -> None:
+    row = await order_row(db, order_id)
+    assert row is not None and (row["status"], row["version"]) == (status, version)
+    assert await outbox_rows(db, order_id) == []
+
+
+async def test_close_returns_the_closed_order_and_writes_one_outbox_event(client, tenant, db):
+    order_id = await confirmed_id(client, tenant, total=2500)
+    response = await close(client, tenant, order_id)
+    body = assert_order(response, 200, await order_row(db, order_id))
+    assert body["id"] == order_id and body["status"] == "closed" and body["version"] == 3
+    assert body["totalCents"] == 2500 and response.headers["etag"] == '"3"'
+    [event] = await outbox_rows(db, order_id)
+    assert event["event_type"] == "orders.closed" and event["tenant_id"] == tenant
+    assert event["order_version"] == 3 and event["published_at"] is None
+    payload = json.loads(event["payload"])
+    assert payload == {
+        "orderId": order_id,
+        "tenantId": tenant,
+        "totalCents": 2500,
+        "closedAt": body["updatedAt"],
+    }
+
+
+async def test_close_of_a_draft_returns_409_invalid_transition_and_writes_no_event(client, tenant, db):
+    order_id = await create_id(client, tenant)
+    assert_error(await close(client, tenant, order_id), 409, "conflict", reason="invalid_transition")
+    await assert_not_closed(db, order_id, 1, "draft")
+
+
+async def test_close_of_a_closed_order_returns_409_invalid_transition_and_keeps_one_event(client, tenant, db):
+    order_id = await confirmed_id(client, tenant)
+    assert (await close(client, tenant, order_id)).status_code == 200
+    again = await close(client, tenant, order_id, **{"If-Match": '"3"'})
+    assert_error(again, 409, "conflict", reason="invalid_transition")
+    row = await order_row(db, order_id)
+    assert row is not None and row["version"] == 3
+    assert len(await outbox_rows(db, order_id)) == 1
+
+
+@pytest.mark.parametrize("if_match", ['"2"', "2", '"1", "2"', "*"])
+async def test_close_with_a_matching_if_match_succeeds(client, tenant, db, if_match):
+    order_id = await confirmed_id(client, tenant)
+    response = await close(client, tenant, order_id, **{"If-Match": if_match})
+    assert_order(response, 200, await order_row(db, order_id))
+    assert len(await outbox_rows(db, order_id)) == 1
+
+
+@pytest.mark.parametrize("if_match", ['"1"', '"3"', 'W/"2"'])
+async def test_close_with_a_stale_if_match_returns_409_stale_version_and_writes_no_event(
+    client, tenant, db, if_match
+):
+    order_id = await confirmed_id(client, tenant)
+    response = await close(client, tenant, order_id, **{"If-Match": if_match})
+    assert response.json() == {
+        "code": "conflict",
+        "message": "stale version",
+        "details": {"reason": "stale_version", "currentVersion": 2},
+    }
+    assert_error(response, 409, "conflict", reason="stale_version")
+    await assert_not_closed(db, order_id, 2, "confirmed")
+
+
+async def test_close_reports_a_stale_version_before_an_invalid_transition(client, tenant, db):
+    order_id = await create_id(client, tenant)
+    response = await close(client, tenant, order_id, **{"If-Match": '"5"'})
+    assert_error(response, 409, "conflict", reason="stale_version")
+    await assert_not_closed(db, order_id, 1, "draft")
+
+
+async def test_close_with_an_unparseable_if_match_returns_400(client, tenant, db):
+    order_id = await confirmed_id(client, tenant)
+    assert_error(await close(client, tenant, order_id, **{"If-Match": "two"}), 400, "bad_request")
+    await assert_not_closed(db, order_id, 2, "confirmed")
+
+
+@pytest.mark.parametrize("content", [b"", b"{}", b" "], ids=repr)
+async def test_close_accepts_an_empty_body_or_an_empty_object(client, tenant, db, content):
+    order_id = await confirmed_id(client, tenant)
+    response = await client.post(f"/orders/{order_id}/close", headers=tenant_headers(tenant), content=content)
+    assert_order(response, 200, await order_row(db, order_id))
+
+
+@pytest.mark.parametrize("content", [b'{"reason": "x"}', b"[]", b"1"], ids=repr)
+async def test_close_with_a_body_of_the_wrong_shape_returns_422_and_writes_no_event(
+    client, tenant, db, content
+):
+    order_id = await confirmed_id(client, tenant)
+    response = await client.post(f"/orders/{order_id}/close", headers=tenant_headers(tenant), content=content)
+    assert_error(response, 422, "validation_error")
+    await assert_not_closed(db, order_id, 2, "confirmed")
+
+
+@pytest.mark.parametrize("order_id", [str(uuid.uuid4()), "not-a-uuid", "42"])
+async def test_close_of_a_missing_or_non_uuid_order_returns_404(client, tenant, order_id):
+    assert_error(await close(client, tenant, order_id, **{"If-Match": '"2"'}), 404, "not_found")
+
+
+async def test_close_retry_with_the_same_idempotency_key_replays_and_keeps_one_event(client, tenant, db):
+    order_id = await confirmed_id(client, tenant)
+    first = await close(client, tenant, order_id, **{"Idempotency-Key": "close-1"})
+    retry = await close(client, tenant, order_id, **{"Idempotency-Key": "close-1"})
+    assert first.status_code == 200 and "idempotent-replayed" not in first.headers
+    assert retry.status_code == 200 and retry.headers["idempotent-replayed"] == "true", retry.text
+    assert retry.content == first.content and retry.headers["etag"] == '"3"'
+    assert len(await outbox_rows(db, order_id)) == 1
+    row = await order_row(db, order_id)
+    assert row is not None and row["version"] == 3
+
+
+async def test_close_with_a_reused_idempotency_key_on_another_order_returns_409(client, tenant, db):
+    first_id, second_id = await confirmed_id(client, tenant), await confirmed_id(client, tenant)
+    assert (await close(client, tenant, first_id, **{"Idempotency-Key": "k"})).status_code == 200
+    reused = await close(client, tenant, second_id, **{"Idempotency-Key": "k"})
+    assert_error(reused, 409, "conflict", reason="idempotency_key_reused")
+    await assert_not_closed(db, second_id, 2, "confirmed")
