@@ -45,12 +45,20 @@ async def read_body(request: Request) -> bytes:
 
 def decode(decoder: Any, body: bytes, empty: bytes | None = None) -> Any:
     """Decode a JSON body: malformed JSON is a 400, JSON of the wrong shape a 422 naming the field."""
+    data = body if body.strip() or empty is None else empty
     try:
-        return decoder(body if body.strip() or empty is None else empty)
+        return decoder(data)
     except msgspec.ValidationError as exc:
-        raise ApiError(422, str(exc)) from None
+        wrong_shape = str(exc)
     except msgspec.DecodeError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    # The typed decoder stops at the first bad field, before it has read the rest of the document, so
+    # `{"a":}` or `{}{}` would pass for a wrong shape: only well-formed JSON is a 422.
+    try:
+        msgspec.json.decode(data)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    raise ApiError(422, wrong_shape)
 
 
 def order_id(request: Request) -> uuid.UUID:
