@@ -74,6 +74,8 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[Middleware(RequestContext)],
         exception_handlers={ApiError: api_error_handler, HTTPException: http_exception_handler},
     )
+    # `/orders/` is an unknown route (404 in the envelope), not a bodiless 307 to a Host-derived URL.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.auth = Authenticator(settings)
     return app

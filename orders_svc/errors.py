@@ -8,6 +8,7 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from .schemas import Error
 
@@ -69,13 +70,25 @@ async def api_error_handler(_: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.message, exc.details, exc.headers)
 
 
-async def http_exception_handler(_: Request, exc: Exception) -> Response:
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 (unknown route, wrong method) in our envelope."""
     assert isinstance(exc, HTTPException)
     message = {404: "no such route", 405: "method not allowed for this route"}.get(
         exc.status_code, HTTPStatus(exc.status_code).phrase
     )
-    return error_response(exc.status_code, message, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
+    return error_response(exc.status_code, message, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the path is served with: Starlette names only those of the first route matching it."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
