@@ -35,6 +35,15 @@ class Settings:
     log_format: LogFormat = "json"
     publisher: Literal["log", "nats"] = "log"
     nats_url: str = "nats://127.0.0.1:4222"
+    relay_batch_size: int = 100
+    relay_poll_interval: timedelta = timedelta(seconds=1)
+    relay_publish_timeout: timedelta = timedelta(seconds=5)
+    relay_max_attempts: int = 10
+    relay_backoff_base: timedelta = timedelta(seconds=1)
+    relay_backoff_cap: timedelta = timedelta(minutes=5)
+    outbox_retention: timedelta = timedelta(hours=168)
+    purge_batch_size: int = 1000
+    purge_interval: timedelta = timedelta(minutes=10)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -96,6 +105,13 @@ def _parse(env: Mapping[str, str]) -> Settings:
     pool_max = _int(env, "ORDERS_POOL_MAX", 10, 1, 1000)
     if pool_min > pool_max:
         raise SettingsError(f"ORDERS_POOL_MIN={pool_min} exceeds ORDERS_POOL_MAX={pool_max}")
+    backoff_base_ms = _int(env, "ORDERS_RELAY_BACKOFF_BASE_MS", 1000, 1, 3_600_000)
+    backoff_cap_ms = _int(env, "ORDERS_RELAY_BACKOFF_CAP_MS", 300_000, 1, 86_400_000)
+    if backoff_base_ms > backoff_cap_ms:
+        raise SettingsError(
+            f"ORDERS_RELAY_BACKOFF_BASE_MS={backoff_base_ms} exceeds "
+            f"ORDERS_RELAY_BACKOFF_CAP_MS={backoff_cap_ms}"
+        )
     return Settings(
         database_url=env.get("DATABASE_URL") or None,
         data_dir=Path(env.get("ORDERS_DATA_DIR") or ".orders-data"),
@@ -114,4 +130,17 @@ def _parse(env: Mapping[str, str]) -> Settings:
         log_format=_choice(env, "ORDERS_LOG_FORMAT", "json", ("json", "text")),
         publisher=_choice(env, "ORDERS_PUBLISHER", "log", ("log", "nats")),
         nats_url=env.get("ORDERS_NATS_URL") or "nats://127.0.0.1:4222",
+        relay_batch_size=_int(env, "ORDERS_RELAY_BATCH_SIZE", 100, 1, 10_000),
+        relay_poll_interval=_ms(_int(env, "ORDERS_RELAY_POLL_INTERVAL_MS", 1000, 10, 3_600_000)),
+        relay_publish_timeout=_ms(_int(env, "ORDERS_RELAY_PUBLISH_TIMEOUT_MS", 5000, 100, 600_000)),
+        relay_max_attempts=_int(env, "ORDERS_RELAY_MAX_ATTEMPTS", 10, 1, 1000),
+        relay_backoff_base=_ms(backoff_base_ms),
+        relay_backoff_cap=_ms(backoff_cap_ms),
+        outbox_retention=timedelta(hours=_int(env, "ORDERS_OUTBOX_RETENTION_HOURS", 168, 0, 87_600)),
+        purge_batch_size=_int(env, "ORDERS_PURGE_BATCH_SIZE", 1000, 1, 100_000),
+        purge_interval=timedelta(seconds=_int(env, "ORDERS_PURGE_INTERVAL_SECONDS", 600, 1, 86_400)),
     )
+
+
+def _ms(milliseconds: int) -> timedelta:
+    return timedelta(milliseconds=milliseconds)
