@@ -1,6 +1,7 @@
 """`orders-svc` command line: serve, migrate (and the outbox relay commands)."""
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -72,6 +73,32 @@ def run_migrate(settings: Settings, args: argparse.Namespace) -> None:
     log.info("migrations applied", extra={"count": migrate.apply(settings.database_url)})
 
 
+def run_relay(settings: Settings, args: argparse.Namespace) -> None:
+    from . import relay
+
+    with database(settings, apply_migrations=False) as dsn:
+        asyncio.run(relay.run(settings, dsn, args.publisher or settings.publisher))
+
+
+def run_purge(settings: Settings, args: argparse.Namespace) -> None:
+    from . import housekeeping
+
+    with database(settings, apply_migrations=False) as dsn:
+        purged = asyncio.run(housekeeping.run(settings, dsn))
+    print(
+        f"purged {purged.idempotency_keys} expired idempotency keys and "
+        f"{purged.outbox_events} published outbox events"
+    )
+
+
+def run_retry_dead(settings: Settings, args: argparse.Namespace) -> None:
+    from . import relay
+
+    with database(settings, apply_migrations=False) as dsn:
+        count = asyncio.run(relay.run_retry_dead(settings, dsn))
+    print(f"{count} dead-lettered outbox events queued for delivery again")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orders-svc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=serve)
     p = commands.add_parser("migrate", help="apply pending migrations to DATABASE_URL (or the embedded DB)")
     p.set_defaults(handler=run_migrate)
+    p = commands.add_parser("relay", help="publish outbox events to the broker until SIGTERM/SIGINT")
+    p.add_argument("--publisher", choices=("log", "nats"), help="overrides ORDERS_PUBLISHER (default log)")
+    p.set_defaults(handler=run_relay)
+    p = commands.add_parser("purge", help="delete expired idempotency keys and old published outbox events")
+    p.set_defaults(handler=run_purge)
+    p = commands.add_parser("outbox", help="outbox maintenance")
+    outbox = p.add_subparsers(dest="outbox_command", required=True)
+    p = outbox.add_parser("retry-dead", help="queue every dead-lettered event for delivery again")
+    p.set_defaults(handler=run_retry_dead)
     return parser
 
 
