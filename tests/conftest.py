@@ -166,6 +166,28 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
+async def fresh_db(fresh_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on this test's own database, for asserting on whole tables."""
+    pool = await asyncpg.create_pool(fresh_database_url, min_size=1, max_size=5)
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def fresh_client(fresh_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for an app of its own on this test's own database (lifespan running)."""
+    application = create_app(test_settings(fresh_database_url))
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application), base_url="http://orders.test"
+        ) as http,
+    ):
+        yield http
+
+
+@pytest.fixture
 def tenant() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 

@@ -1,0 +1,424 @@
+"""The outbox relay against a real PostgreSQL and a real NATS JetStream server."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from nats_support import NatsServer, read_stream, wait_for
+
+from orders_svc.publishers import LogPublisher, NatsPublisher, Publisher
+from orders_svc.queries import OutboxEvent
+from orders_svc.relay import Relay
+from orders_svc.settings import Settings, SettingsError
+
+from conftest import free_port
+from conftest import test_settings as settings_for
+from helpers import close, confirmed_id
+
+ms = timedelta(milliseconds=1)
+
+# Several events per order (the close path makes only one), with creation times shuffled against the versions,
+# so that only the claim's per-order rule - not insertion order - can keep the versions in order.
+INSERT_EVENTS = """
+INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, payload, created_at)
+SELECT gen_random_uuid(), 'orders.test.v' || v, o, v, $1,
+       jsonb_build_object('orderId', o, 'version', v), now() - random() * interval '10 seconds'
+FROM unnest($2::uuid[]) AS o, generate_series(1, $3) AS v
+"""
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(free_port(), tmp_path / "jetstream", tmp_path / "nats.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def relay_settings(dsn: str, nats_url: str = "nats://127.0.0.1:1", **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "nats_url": nats_url,
+        "relay_batch_size": 10,
+        "relay_poll_interval": 50 * ms,
+        "relay_publish_timeout": 500 * ms,
+        "relay_backoff_base": 10 * ms,
+        "relay_backoff_cap": 100 * ms,
+        **overrides,
+    }
+    return settings_for(dsn, **values)
+
+
+class RecordingPublisher:
+    """Delegates to another publisher and records each event it accepted (to catch relay-side duplicates)."""
+
+    def __init__(self, inner: Publisher, accepted: list[uuid.UUID]) -> None:
+        self.inner = inner
+        self.accepted = accepted
+
+    async def publish(self, event: OutboxEvent) -> None:
+        await self.inner.publish(event)
+        self.accepted.append(event.id)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class PoisonPublisher:
+    """Refuses the events in `poisoned`, accepts (and records) the others."""
+
+    def __init__(self, poisoned: set[uuid.UUID]) -> None:
+        self.poisoned = poisoned
+        self.accepted: list[OutboxEvent] = []
+
+    async def publish(self, event: OutboxEvent) -> None:
+        if event.id in self.poisoned:
+            raise ConnectionError(f"broker refused {event.event_type}")
+        self.accepted.append(event)
+
+    async def close(self) -> None:
+        return None
+
+
+@asynccontextmanager
+async def running(*relays: Relay) -> AsyncIterator[None]:
+    """Relays running as tasks (each with its own connections); stopped gracefully, and must exit cleanly."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(relay.run(stop)) for relay in relays]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 15)
+
+
+async def close_orders(client: httpx.AsyncClient, tenant: str, count: int) -> list[dict[str, Any]]:
+    closed = []
+    for total in range(count):
+        order_id = await confirmed_id(client, tenant, total=100 + total)
+        response = await close(client, tenant, order_id)
+        assert response.status_code == 200, response.text
+        closed.append(response.json())
+    return closed
+
+
+async def unpublished(db: asyncpg.Pool) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+
+
+async def all_published(db: asyncpg.Pool) -> bool:
+    return await unpublished(db) == 0
+
+
+async def test_relay_publishes_each_closed_order_once_with_contract_payload_and_headers(
+    fresh_client, fresh_db, fresh_database_url, nats_server, tenant
+):
+    closed = await close_orders(fresh_client, tenant, 5)
+    settings = relay_settings(fresh_database_url, nats_server.url)
+    publisher = await NatsPublisher.connect(nats_server.url, 1.0)
+    async with running(Relay(settings, fresh_database_url, publisher)):
+        await wait_for(lambda: all_published(fresh_db))
+    await publisher.close()
+
+    messages = await read_stream(nats_server.url)
+    rows = {r["order_id"]: r for r in await fresh_db.fetch("SELECT * FROM outbox")}
+    assert len(messages) == len(closed) == len(rows)
+    by_order = {m.data["orderId"]: m for m in messages}
+    for order in closed:
+        message = by_order[order["id"]]
+        row = rows[uuid.UUID(order["id"])]
+        assert message.subject == "orders.closed"
+        assert message.data == {
+            "orderId": order["id"],
+            "tenantId": tenant,
+            "totalCents": order["totalCents"],
+            "closedAt": order["updatedAt"],
+        }
+        assert message.headers == {
+            "Nats-Msg-Id": str(row["id"]),
+            "Nats-Expected-Stream": "ORDERS",
+            "Orders-Event-Type": "orders.closed",
+            "Orders-Tenant-Id": tenant,
+        }
+        assert row["published_at"] is not None and row["attempts"] == 0
+
+
+async def test_a_close_wakes_an_idle_relay_through_notify_before_its_next_poll(
+    fresh_client, fresh_db, fresh_database_url, tenant
+):
+    # The poll interval is far beyond the deadline below: only the NOTIFY from the close can wake the relay.
+    publisher = PoisonPublisher(set())
+    relay = Relay(
+        relay_settings(fresh_database_url, relay_poll_interval=timedelta(minutes=10)),
+        fresh_database_url,
+        publisher,
+    )
+    async with running(relay):
+        await wait_for(lambda: _listening(fresh_db))
+        for round_ in range(3):
+            await close_orders(fresh_client, tenant, 1)
+            await wait_for(lambda n=round_ + 1: _published_count(fresh_db, n), timeout=10)
+    assert len(publisher.accepted) == 3
+
+
+async def _listening(db: asyncpg.Pool) -> bool:
+    # The relay's first (empty) claim has run and its listener is idle: it now waits for a wake-up.
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state = 'idle' AND query LIKE 'LISTEN %'"
+        )
+    )
+
+
+async def _published_count(db: asyncpg.Pool, expected: int) -> bool:
+    return await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL") == expected
+
+
+async def test_three_relays_in_parallel_deliver_every_event_once_in_per_order_order(
+    fresh_client, fresh_db, fresh_database_url, nats_server, tenant
+):
+    settings = relay_settings(fresh_database_url, nats_server.url, relay_batch_size=8)
+    accepted: list[uuid.UUID] = []
+    publishers = [await NatsPublisher.connect(nats_server.url, 1.0) for _ in range(3)]
+    relays = [Relay(settings, fresh_database_url, RecordingPublisher(p, accepted)) for p in publishers]
+    order_ids: list[uuid.UUID] = []
+    async with running(*relays):
+        for _ in range(3):  # rounds of events committed while the relays are busy
+            batch = [uuid.uuid4() for _ in range(40)]
+            order_ids += batch
+            await fresh_db.execute(INSERT_EVENTS, tenant, batch, 3)
+            closed = await close_orders(fresh_client, tenant, 3)
+            order_ids += [uuid.UUID(order["id"]) for order in closed]
+            await wait_for(lambda: all_published(fresh_db))
+    for publisher in publishers:
+        await publisher.close()
+
+    event_ids = {r["id"] for r in await fresh_db.fetch("SELECT id FROM outbox")}
+    assert len(event_ids) == 3 * (40 * 3 + 3)
+    assert Counter(accepted) == Counter(event_ids)  # no event published twice, not even before the broker
+    messages = await read_stream(nats_server.url)
+    assert sorted(uuid.UUID(m.headers["Nats-Msg-Id"]) for m in messages) == sorted(event_ids)
+    versions: dict[str, list[int]] = defaultdict(list)
+    for message in messages:  # stream order
+        if message.subject.startswith("orders.test."):
+            versions[message.data["orderId"]].append(message.data["version"])
+    assert len(versions) == 3 * 40
+    assert all(v == [1, 2, 3] for v in versions.values()), versions
+
+
+def relay_process(dsn: str, nats_url: str, log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "ORDERS_NATS_URL": nats_url,
+        "ORDERS_RELAY_BATCH_SIZE": "20",
+        "ORDERS_RELAY_POLL_INTERVAL_MS": "50",
+        "ORDERS_LOG_LEVEL": "INFO",
+    }
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "orders_svc.cli", "relay", *args], env=env, stdout=log, stderr=log
+        )
+
+
+async def _relay_mid_batch(db: asyncpg.Pool) -> bool:
+    # Between claim and commit the relay's connection is idle in transaction while it awaits publish acks.
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'orders-svc' AND state = 'idle in transaction'"
+        )
+    )
+
+
+async def test_relay_killed_mid_batch_loses_nothing_and_the_broker_drops_repeats(
+    fresh_db, fresh_database_url, nats_server, tenant, tmp_path
+):
+    await fresh_db.execute(INSERT_EVENTS, tenant, [uuid.uuid4() for _ in range(400)], 2)
+    log_path = tmp_path / "relay.log"
+    proc = relay_process(fresh_database_url, nats_server.url, log_path, "--publisher", "nats")
+    try:
+        await wait_for(lambda: _relay_mid_batch(fresh_db), timeout=30, interval=0.001)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    assert await unpublished(fresh_db) > 0, log_path.read_text()
+
+    proc = relay_process(fresh_database_url, nats_server.url, log_path, "--publisher", "nats")
+    try:
+        await wait_for(lambda: all_published(fresh_db), timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log_path.read_text()
+
+    event_ids = sorted(r["id"] for r in await fresh_db.fetch("SELECT id FROM outbox"))
+    messages = await read_stream(nats_server.url)
+    assert len(messages) == len(event_ids) == 800
+    assert sorted(uuid.UUID(m.headers["Nats-Msg-Id"]) for m in messages) == event_ids
+
+
+async def test_relay_process_with_log_publisher_prints_events_and_exits_0_on_sigterm(
+    fresh_client, fresh_db, fresh_database_url, tenant, tmp_path
+):
+    [order] = await close_orders(fresh_client, tenant, 1)
+    env = {**os.environ, "DATABASE_URL": fresh_database_url, "ORDERS_RELAY_POLL_INTERVAL_MS": "50"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orders_svc.cli", "relay"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await wait_for(lambda: all_published(fresh_db), timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err.decode()
+    [line] = out.decode().splitlines()
+    event = json.loads(line)
+    assert event["subject"] == "orders.closed" and event["tenantId"] == tenant
+    assert event["payload"]["orderId"] == order["id"] and event["payload"]["closedAt"] == order["updatedAt"]
+
+
+async def test_broker_outage_backs_rows_off_and_delivers_them_after_the_broker_returns(
+    fresh_client, fresh_db, fresh_database_url, nats_server, tenant
+):
+    settings = relay_settings(
+        fresh_database_url,
+        nats_server.url,
+        relay_backoff_base=200 * ms,
+        relay_backoff_cap=timedelta(seconds=1),
+    )
+    publisher = await NatsPublisher.connect(nats_server.url, 0.5)
+    async with running(Relay(settings, fresh_database_url, publisher)):
+        await close_orders(fresh_client, tenant, 1)
+        await wait_for(lambda: all_published(fresh_db))
+        nats_server.stop()
+        await close_orders(fresh_client, tenant, 3)
+        await wait_for(lambda: _all_backing_off(fresh_db))
+        rows = await fresh_db.fetch("SELECT * FROM outbox WHERE published_at IS NULL")
+        assert len(rows) == 3
+        for row in rows:
+            assert row["dead_at"] is None and row["last_error"]
+            assert (
+                row["last_attempt_at"]
+                <= row["next_attempt_at"]
+                <= row["last_attempt_at"] + timedelta(seconds=1)
+            )
+        nats_server.start()
+        await wait_for(lambda: all_published(fresh_db), timeout=30)
+    await publisher.close()
+    event_ids = sorted(r["id"] for r in await fresh_db.fetch("SELECT id FROM outbox"))
+    messages = await read_stream(nats_server.url)
+    assert sorted(uuid.UUID(m.headers["Nats-Msg-Id"]) for m in messages) == event_ids
+
+
+async def _all_backing_off(db: asyncpg.Pool) -> bool:
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) = 3 FROM outbox "
+            "WHERE published_at IS NULL AND attempts > 0 AND next_attempt_at IS NOT NULL"
+        )
+    )
+
+
+async def test_failing_event_is_dead_lettered_holds_back_its_order_and_retry_dead_delivers_it(
+    fresh_client, fresh_db, fresh_database_url, tenant
+):
+    [poisoned_order, other_order] = [uuid.uuid4(), uuid.uuid4()]
+    await fresh_db.execute(INSERT_EVENTS, tenant, [poisoned_order, other_order], 2)
+    first = await fresh_db.fetchval(
+        "SELECT id FROM outbox WHERE order_id = $1 AND order_version = 1", poisoned_order
+    )
+    publisher = PoisonPublisher({first})
+    settings = relay_settings(
+        fresh_database_url, relay_max_attempts=3, relay_backoff_base=ms, relay_backoff_cap=5 * ms
+    )
+    async with running(Relay(settings, fresh_database_url, publisher)):
+        dead = await wait_for(
+            lambda: fresh_db.fetchrow("SELECT * FROM outbox WHERE id = $1 AND dead_at IS NOT NULL", first)
+        )
+        await wait_for(lambda: _published_count(fresh_db, 2))  # the other order flows meanwhile
+        assert dead["attempts"] == 3 and dead["published_at"] is None
+        assert dead["last_error"] == "ConnectionError: broker refused orders.test.v1"
+        # The dead event's successor stays back: publishing it first would reorder the order's events.
+        assert (
+            await fresh_db.fetchval(
+                "SELECT published_at FROM outbox WHERE order_id = $1 AND order_version = 2", poisoned_order
+            )
+            is None
+        )
+        assert [e.order_id for e in publisher.accepted] == [other_order, other_order]
+
+        publisher.poisoned.clear()
+        retried = subprocess.run(
+            [sys.executable, "-m", "orders_svc.cli", "outbox", "retry-dead"],
+            env={**os.environ, "DATABASE_URL": fresh_database_url},
+            capture_output=True,
+            check=True,
+        )
+        assert retried.stdout.decode().startswith("1 dead-lettered"), retried.stdout
+        await wait_for(lambda: all_published(fresh_db))
+    assert [(e.order_id, e.order_version) for e in publisher.accepted[2:]] == [
+        (poisoned_order, 1),
+        (poisoned_order, 2),
+    ]
+    assert await fresh_db.fetchval("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL") == 0
+
+
+async def test_log_publisher_writes_one_json_line_per_event(tmp_path):
+    path = tmp_path / "events.jsonl"
+    event = OutboxEvent(uuid.uuid4(), "orders.closed", uuid.uuid4(), 3, "t-1", {"orderId": "x"}, 0)
+    with path.open("w") as stream:
+        publisher = LogPublisher(stream)
+        await publisher.publish(event)
+        await publisher.publish(event)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    assert json.loads(lines[0]) == {
+        "id": str(event.id),
+        "subject": "orders.closed",
+        "orderId": str(event.order_id),
+        "orderVersion": 3,
+        "tenantId": "t-1",
+        "payload": {"orderId": "x"},
+    }
+
+
+def test_relay_settings_come_from_the_environment_and_bad_values_fail_fast():
+    settings = Settings.from_env(
+        {
+            "ORDERS_PUBLISHER": "nats",
+            "ORDERS_RELAY_MAX_ATTEMPTS": "3",
+            "ORDERS_RELAY_BACKOFF_BASE_MS": "20",
+            "ORDERS_RELAY_BACKOFF_CAP_MS": "400",
+            "ORDERS_OUTBOX_RETENTION_HOURS": "24",
+        }
+    )
+    assert (settings.publisher, settings.relay_max_attempts) == ("nats", 3)
+    assert (settings.relay_backoff_base, settings.relay_backoff_cap) == (20 * ms, 400 * ms)
+    assert settings.outbox_retention == timedelta(hours=24)
+    assert Settings.from_env({}).outbox_retention == timedelta(hours=168)
+    for bad in (
+        {"ORDERS_RELAY_MAX_ATTEMPTS": "0"},
+        {"ORDERS_RELAY_BATCH_SIZE": "many"},
+        {"ORDERS_RELAY_BACKOFF_BASE_MS": "5000", "ORDERS_RELAY_BACKOFF_CAP_MS": "1000"},
+        {"ORDERS_OUTBOX_RETENTION_HOURS": "-1"},
+        {"ORDERS_PUBLISHER": "kafka"},
+    ):
+        with pytest.raises(SettingsError):
+            Settings.from_env(bad)
