@@ -115,6 +115,12 @@ async def translate_errors() -> AsyncIterator[None]:
         asyncpg.QueryCanceledError,
         asyncpg.TooManyConnectionsError,
         asyncpg.AdminShutdownError,
+        # Refused at connect: the database was dropped (3D000) or is not accepting connections (55000;
+        # its subclass 55P03 lock_not_available is a 409 above).
+        asyncpg.InvalidCatalogNameError,
+        asyncpg.ObjectNotInPrerequisiteStateError,
+        # A pooled connection whose server went away while it sat idle is left mid-protocol.
+        asyncpg.exceptions.InternalClientError,
     ) as exc:
         log.warning("database unavailable: %s", type(exc).__name__)
         raise ApiError(503, "the database is unavailable; retry shortly", headers=_RETRY_LATER) from None

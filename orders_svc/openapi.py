@@ -203,6 +203,20 @@ def build_spec() -> dict[str, Any]:
                 },
             }
         },
+        "/openapi.json": {
+            "get": {
+                "summary": "This OpenAPI 3.1 document",
+                "operationId": "openapi",
+                "responses": {"200": {"description": "The document", "content": {JSON: {"schema": {}}}}},
+            }
+        },
+        "/docs": {
+            "get": {
+                "summary": "Interactive API docs, served with their assets by the service itself",
+                "operationId": "docs",
+                "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": {}}}}},
+            }
+        },
     }
     return {
         "openapi": "3.1.0",

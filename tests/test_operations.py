@@ -1,0 +1,148 @@
+"""Operations: liveness, readiness (following the database down and back up), OpenAPI, the docs page."""
+
+import asyncio
+import re
+import time
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+from starlette.routing import Route
+from support import app_client, assert_error
+
+from conftest import create_database, drop_database, free_port
+from conftest import test_settings as settings_for
+from helpers import create, tenant_headers
+
+
+async def poll_until(http: httpx.AsyncClient, path: str, status: int, timeout: float = 15) -> httpx.Response:
+    """GET path until it answers `status` or the deadline passes; the last response either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await http.get(path)
+        if response.status_code == status or time.monotonic() > deadline:
+            return response
+        await asyncio.sleep(0.05)
+
+
+def dbname(dsn: str) -> str:
+    return psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+
+
+def admin(admin_dsn: str, statement: sql.Composable, *params: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(statement, params or None)
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert_error(response, 503, "service_unavailable")
+    assert response.headers["retry-after"].isdigit()
+
+
+async def test_healthz_answers_200_ok(client):
+    response = await client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert response.headers["content-type"] == "application/json"
+
+
+async def test_readyz_answers_200_when_the_database_answers(client):
+    response = await client.get("/readyz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_openapi_is_version_3_1_and_documents_every_route_and_method_served(client, app):
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    spec = response.json()
+    assert re.fullmatch(r"3\.1\.\d+", spec["openapi"])
+    served = {
+        (route.path, method.lower())
+        for route in app.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    documented = {(path, method) for path, item in spec["paths"].items() for method in item}
+    assert documented == served
+    for item in spec["paths"].values():
+        for operation in item.values():
+            assert operation["responses"] and operation["operationId"]
+
+
+async def test_openapi_schemas_are_the_wire_types(client):
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    order = schemas["Order"]
+    assert set(order["properties"]) == {
+        "id",
+        "tenantId",
+        "status",
+        "version",
+        "totalCents",
+        "createdAt",
+        "updatedAt",
+    }
+    assert set(schemas["ConfirmOrder"]["required"]) == {"totalCents"}
+    assert schemas["ConfirmOrder"]["properties"]["totalCents"]["maximum"] == 2**31 - 1
+    assert set(schemas["Error"]["required"]) == {"code", "message"}
+    assert set(schemas["OrderPage"]["properties"]) == {"items", "nextCursor"}
+
+
+async def test_docs_page_is_served_with_every_asset_from_the_service_itself(client):
+    page = await client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert not re.search(r"https?://", page.text, re.I) and "//cdn" not in page.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
+    for asset in [*assets, *re.findall(r'url:\s*"([^"]+)"', page.text)]:
+        assert asset.startswith("/") and not asset.startswith("//"), asset
+        response = await client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 100, asset
+        kind = "javascript" if asset.endswith(".js") else "css" if asset.endswith(".css") else "json"
+        assert kind in response.headers["content-type"], (asset, response.headers["content-type"])
+
+
+async def test_readyz_answers_503_when_the_database_cannot_be_reached(tenant):
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/orders"
+    async with app_client(settings_for(unreachable, pool_min=0)) as http:
+        assert_unavailable(await http.get("/readyz"))
+        assert_unavailable(await create(http, tenant))
+        assert_unavailable(await http.get("/orders", headers=tenant_headers(tenant)))
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_readyz_follows_a_database_that_stops_accepting_connections_and_recovers(
+    fresh_database_url, admin_dsn, tenant
+):
+    name = sql.Identifier(dbname(fresh_database_url))
+    async with app_client(settings_for(fresh_database_url, pool_min=2)) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        admin(admin_dsn, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
+        terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+        admin(admin_dsn, sql.SQL(terminate), dbname(fresh_database_url))
+        assert_unavailable(await poll_until(http, "/readyz", 503))
+        assert_unavailable(await poll_until(http, "/readyz", 503))
+        assert_unavailable(await create(http, tenant))
+        admin(admin_dsn, sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
+        assert (await poll_until(http, "/readyz", 200)).status_code == 200
+        assert (await create(http, tenant)).status_code == 201
+
+
+async def test_readyz_follows_a_dropped_database_and_recovers_when_it_is_back(
+    fresh_database_url, admin_dsn, template_db, tenant
+):
+    name = dbname(fresh_database_url)
+    async with app_client(settings_for(fresh_database_url, pool_min=2)) as http:
+        assert (await create(http, tenant)).status_code == 201
+        drop_database(admin_dsn, name)
+        assert_unavailable(await poll_until(http, "/readyz", 503))
+        assert_unavailable(await http.get("/orders", headers=tenant_headers(tenant)))
+        create_database(admin_dsn, name, template=template_db)
+        assert (await poll_until(http, "/readyz", 200)).status_code == 200
+        response = await http.get("/orders", headers=tenant_headers(tenant))
+        assert response.status_code == 200 and response.json() == {"items": [], "nextCursor": None}
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json", "/docs"])
+async def test_operational_endpoints_need_no_tenant(client, path):
+    assert (await client.get(path)).status_code == 200
