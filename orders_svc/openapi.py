@@ -87,18 +87,22 @@ _ID_PARAM = {
     "required": True,
     "schema": {"type": "string", "format": "uuid"},
 }
+_TAG = r'(W/)?("[0-9]{1,10}"|[0-9]{1,10})'
+IF_MATCH_PATTERN = rf"^[ \t]*(\*|{_TAG}([ \t]*,[ \t]*{_TAG})*)[ \t]*$"
+# 1-255 printable ASCII, or that inside one pair of double quotes (so `""` alone is refused).
+IDEMPOTENCY_KEY_PATTERN = r'^([ -~]|[ -!#-~][ -~]{0,254}|[ -~]{1,254}[ -!#-~]|"[ -~]{1,255}")$'
 _IF_MATCH = {
     "name": "If-Match",
     "in": "header",
     "description": 'Expected version: "3", 3, a list ("2", "3") or *. Weak tags never match.',
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
 }
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
     "description": "1-255 printable ASCII characters; retries with the same key and request replay the "
     "first response for the key's lifetime (default 1 h)",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 257},
+    "schema": {"type": "string", "minLength": 1, "maxLength": 257, "pattern": IDEMPOTENCY_KEY_PATTERN},
 }
 
 
@@ -153,7 +157,12 @@ def build_spec() -> dict[str, Any]:
                             "default": 10,
                         },
                     },
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "nextCursor of the previous page, passed back unchanged",
+                        "schema": {"type": "string", "format": "keyset-cursor", "maxLength": 200},
+                    },
                 ],
                 "responses": {"200": _ok("One page", "OrderPage"), **_COMMON_ERRORS},
             },

@@ -7,7 +7,8 @@ import msgspec
 
 from .errors import ApiError
 
-_MEMBER = re.compile(r'\s*(W/)?"?([0-9]{1,10})"?\s*$')
+# Whitespace around members is HTTP's OWS: spaces and tabs only (RFC 9110 section 5.6.3).
+_MEMBER = re.compile(r'[ \t]*(W/)?"?([0-9]{1,10})"?[ \t]*')
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 _MAX_VERSION = 2**31 - 1
 
@@ -18,11 +19,11 @@ def parse_if_match(value: str) -> list[int] | None:
     `"3"`, bare `3` and lists (`"2", "3"`) are accepted. Weak tags (`W/"3"`) are well-formed but never
     match (RFC 9110 strong comparison), so they contribute no version.
     """
-    if value.strip() == "*":
+    if value.strip(" \t") == "*":
         return None
     versions: list[int] = []
     for member in value.split(","):
-        match = _MEMBER.match(member)
+        match = _MEMBER.fullmatch(member)
         if match is None or member.count('"') not in (0, 2):
             raise ApiError(400, 'If-Match must be "*" or a list of versions such as "3"')
         weak, digits = match.groups()

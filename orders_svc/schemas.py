@@ -10,7 +10,10 @@ from msgspec import Meta
 TENANT_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
 TenantId = Annotated[str, Meta(pattern=TENANT_PATTERN, description="1-64 chars of [A-Za-z0-9._:-]")]
-Cents = Annotated[int, Meta(ge=0, le=2**31 - 1, description="Amount in cents")]
+Cents = Annotated[
+    int,
+    Meta(ge=0, le=2**31 - 1, description="Amount in cents, written as an integer literal: 100.0 is refused"),
+]
 Timestamp = Annotated[
     str,
     Meta(

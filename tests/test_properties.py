@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from orders_svc.errors import ApiError
+from orders_svc.openapi import IDEMPOTENCY_KEY_PATTERN, IF_MATCH_PATTERN
 from orders_svc.pagination import decode_cursor, encode_cursor
 from orders_svc.preconditions import fingerprint, parse_idempotency_key, parse_if_match
 from orders_svc.schemas import rfc3339
@@ -246,3 +248,30 @@ def test_fingerprint_binds_method_and_path(body: dict[str, Any], method: str, su
     reference = fingerprint("POST", "/orders", raw)
     assert fingerprint(method, "/orders", raw) != reference
     assert fingerprint("POST", "/orders" + suffix, raw) != reference
+
+
+# --- the OpenAPI document describes exactly what the parsers accept ---------------------------------------
+
+header_text = st.text(alphabet=st.characters(max_codepoint=0xFF), max_size=40) | st.text(
+    alphabet=' \t\x0b\x0c\r\n\xa0\x85",*W/0123456789', max_size=40
+)
+
+
+def accepts(parse: Any, value: str) -> bool:
+    return not isinstance(raises_only_bad_request(parse, value), ApiError)
+
+
+@PROPERTY
+@given(header_text)
+@example("\xa01")
+@example("1\x0b")
+def test_if_match_pattern_in_the_openapi_document_matches_exactly_what_is_accepted(value: str):
+    assert (re.fullmatch(IF_MATCH_PATTERN, value) is not None) == accepts(parse_if_match, value), repr(value)
+
+
+@PROPERTY
+@given(header_text | st.text(alphabet=key_alphabet, min_size=250, max_size=262) | st.just('""'))
+def test_idempotency_key_pattern_in_the_openapi_document_matches_exactly_what_is_accepted(value: str):
+    assert (re.fullmatch(IDEMPOTENCY_KEY_PATTERN, value) is not None) == accepts(
+        parse_idempotency_key, value
+    ), repr(value)
