@@ -124,6 +124,28 @@ async def test_concurrent_creates_with_one_key_and_two_bodies_make_one_order_and
         assert await stored_body(db, tenant, key) == winner.content
 
 
+async def test_concurrent_creates_with_an_expired_key_take_it_over_exactly_once(client, db):
+    for _ in range(ROUNDS):
+        tenant, key, old_id = new_tenant(), uuid.uuid4().hex, uuid.uuid4()
+        await db.execute(
+            "INSERT INTO idempotency_keys (tenant_id, key, fingerprint, response_status, response_headers,"
+            " response_body, created_at, expires_at) VALUES"
+            " ($1, $2, $3, 201, '{}'::jsonb, $4, now() - interval '2 hours', now() - interval '1 hour')",
+            tenant,
+            key,
+            fingerprint("POST", "/orders", b"{}"),
+            f'{{"id":"{old_id}"}}'.encode(),
+        )
+        responses = await all_at_once([create(client, tenant, key, body={}) for _ in range(CREATES)])
+        first = assert_one_creation_and_identical_replays(responses)
+        assert first.json()["id"] != str(old_id)
+        assert await counts(db, tenant) == (1, 1)
+        assert await stored_body(db, tenant, key) == first.content
+        assert await db.fetchval(
+            "SELECT expires_at > now() FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", tenant, key
+        )
+
+
 # --- confirm and close -------------------------------------------------------------------------------------
 
 
