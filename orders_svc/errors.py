@@ -85,9 +85,13 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
 def allowed_methods(request: Request) -> str:
     """Every method the path is served with: Starlette names only those of the first route matching it."""
     methods: set[str] = set()
+    # Inside a Mount the scope's root_path has grown by the mount's prefix: match from the app's own root.
+    root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
+    scope = {**request.scope, "root_path": root}
     for route in request.app.router.routes:
-        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= route.methods or set()
+        if route.matches(scope)[0] is not Match.NONE:
+            # A Route lists its methods; the one Mount serves the docs' static files, GET and HEAD.
+            methods |= (route.methods if isinstance(route, Route) else None) or {"GET", "HEAD"}
     return ", ".join(sorted(methods))
 
 

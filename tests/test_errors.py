@@ -19,7 +19,7 @@ def keyed(tenant: str, **extra: str) -> dict[str, str]:
 
 
 async def test_an_unknown_route_returns_404_in_the_envelope(client, tenant):
-    for path in ("/nope", "/orders/1/2/3", "/orders/", "/ORDERS"):
+    for path in ("/nope", "/orders/1/2/3", "/orders/", "/ORDERS", "/docs/static/nope.js", "/docs/static/"):
         assert_error(await client.get(path, headers=tenant_headers(tenant)), 404, "not_found")
 
 
@@ -32,6 +32,7 @@ async def test_an_unknown_route_returns_404_in_the_envelope(client, tenant):
         ("GET", "/orders/{id}/close", {"POST"}),
         ("POST", "/orders/{id}/confirm", {"PATCH"}),
         ("POST", "/healthz", {"GET", "HEAD"}),
+        ("POST", "/docs/static/swagger-ui.css", {"GET", "HEAD"}),
     ],
 )
 async def test_a_wrong_method_returns_405_in_the_envelope_with_every_allowed_method(
