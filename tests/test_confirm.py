@@ -3,7 +3,7 @@
 import uuid
 
 import pytest
-from support import assert_error, assert_order, order_row
+from support import assert_error, assert_order, count_keys, order_row
 
 from helpers import confirm, confirmed_id, create_id, tenant_headers
 
@@ -22,6 +22,7 @@ async def test_confirm_returns_200_with_version_2_etag_and_the_total(client, ten
     body = assert_order(response, 200, await order_row(db, order_id))
     assert body["status"] == "confirmed" and body["version"] == 2 and body["totalCents"] == 4321
     assert response.headers["etag"] == '"2"' and body["updatedAt"] >= body["createdAt"]
+    assert await count_keys(db, tenant) == 1  # the create's; a confirm without a key stores nothing
 
 
 @PATHS

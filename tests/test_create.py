@@ -1,5 +1,6 @@
 """POST /orders: a draft order, created once per Idempotency-Key and replayed byte for byte on retries."""
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -174,3 +175,23 @@ async def test_a_replay_after_the_order_was_confirmed_returns_the_original_draft
     assert replayed.headers["etag"] == '"1"'
     row = await order_row(db, first.json()["id"])
     assert row is not None and row["status"] == "confirmed" and row["version"] == 2
+
+
+async def test_a_key_already_used_for_a_confirm_is_reused_when_sent_on_a_create(client, tenant, db):
+    order_id = (await post(client, tenant, key(), b"{}")).json()["id"]
+    assert (await confirm(client, tenant, order_id, **{"Idempotency-Key": "shared"})).status_code == 200
+    assert_error(
+        await post(client, tenant, "shared", b"{}"), 409, "conflict", reason="idempotency_key_reused"
+    )
+    assert await count_orders(db, tenant) == 1
+
+
+async def test_the_stored_response_is_the_one_sent_and_names_the_created_order(client, tenant, db):
+    response = await post(client, tenant, "stored", b"{}")
+    stored = await db.fetchrow(
+        "SELECT response_status, response_headers, response_body FROM idempotency_keys WHERE tenant_id = $1",
+        tenant,
+    )
+    assert stored["response_status"] == 201 and stored["response_body"] == response.content
+    assert json.loads(stored["response_headers"]) == {"etag": '"1"', "location": response.headers["location"]}
+    assert_order(response, 201, await order_row(db, response.json()["id"]))
