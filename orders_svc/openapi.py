@@ -21,18 +21,33 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": _REF.format(name=name)}
 
 
-def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"description": description, "schema": schema or {"type": "string"}}
+def _header(description: str, schema: dict[str, Any] | None = None, required: bool = False) -> dict[str, Any]:
+    header = {"description": description, "schema": schema or {"type": "string"}}
+    return {**header, "required": True} if required else header
 
 
 _ORDER_HEADERS = {
-    "ETag": _header('The order\'s version as a strong entity tag, e.g. "1"'),
-    "X-Request-ID": _header("The request id, echoed or generated"),
+    "ETag": _header(
+        'The order\'s version as a strong entity tag, e.g. "1"',
+        {"type": "string", "pattern": '^"[1-9][0-9]*"$'},
+        required=True,
+    ),
+    "X-Request-ID": _header("The request id, echoed or generated", required=True),
 }
 _REPLAY_HEADERS = {
     **_ORDER_HEADERS,
-    "Location": _header("/orders/{id} of the created order"),
     "Idempotent-Replayed": _header("true when this is a stored response replayed", {"const": "true"}),
+}
+_CREATE_HEADERS = {
+    **_REPLAY_HEADERS,
+    "Location": _header(
+        "/orders/{id} of the created order",
+        {
+            "type": "string",
+            "pattern": "^/orders/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        },
+        required=True,
+    ),
 }
 _RETRY_HEADERS = {"Retry-After": _header("Seconds to wait before retrying", {"type": "string"})}
 
@@ -136,8 +151,8 @@ def build_spec() -> dict[str, Any]:
                 "parameters": [_TENANT_PARAM, {**_IDEMPOTENCY_KEY, "required": True}],
                 "requestBody": _body("CreateOrder", False),
                 "responses": {
-                    "201": _ok("Created", "Order", _REPLAY_HEADERS),
-                    "200": _ok("Replay of the first response for this key", "Order", _REPLAY_HEADERS),
+                    "201": _ok("Created", "Order", _CREATE_HEADERS),
+                    "200": _ok("Replay of the first response for this key", "Order", _CREATE_HEADERS),
                     **_COMMON_ERRORS,
                     **_WRITE_ERRORS,
                 },
