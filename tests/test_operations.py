@@ -102,6 +102,12 @@ async def test_docs_page_is_served_with_every_asset_from_the_service_itself(clie
         assert kind in response.headers["content-type"], (asset, response.headers["content-type"])
 
 
+async def test_docs_page_turns_off_swagger_uis_external_validator_badge(client):
+    # Swagger UI otherwise loads https://validator.swagger.io/validator?url=<our spec URL> into the page.
+    page = (await client.get("/docs")).text
+    assert re.search(r"validatorUrl:\s*null", page), page
+
+
 async def test_readyz_answers_503_when_the_database_cannot_be_reached(tenant):
     unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/orders"
     async with app_client(settings_for(unreachable, pool_min=0)) as http:
