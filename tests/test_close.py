@@ -4,9 +4,9 @@ import json
 import uuid
 
 import pytest
-from support import assert_error, assert_order, order_row, outbox_rows
 
 from helpers import close, confirmed_id, create_id, tenant_headers
+from support import assert_error, assert_order, order_row, outbox_rows
 
 
 async def assert_not_closed(db, order_id: str, version: int, status: str) -> None:

@@ -3,9 +3,9 @@
 import uuid
 
 import pytest
-from support import assert_error, assert_order, count_keys, order_row
 
 from helpers import confirm, confirmed_id, create_id, tenant_headers
+from support import assert_error, assert_order, count_keys, order_row
 
 PATHS = pytest.mark.parametrize("path", ["/orders/{id}/confirm", "/orders/{id}"], ids=["confirm", "bare"])
 

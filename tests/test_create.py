@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from support import app_client, assert_error, assert_order, count_keys, count_orders, order_row
 
 from conftest import test_settings as settings_for
 from helpers import confirm, create, tenant_headers
+from support import app_client, assert_error, assert_order, count_keys, count_orders, order_row
 
 
 def key() -> str:

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
-from support import app_client, assert_error, assert_no_leak, count_keys, count_orders, order_row
 
 from conftest import test_settings as settings_for
 from helpers import confirmed_id, create_id, tenant_headers
+from support import app_client, assert_error, assert_no_leak, count_keys, count_orders, order_row
 
 MAX_BODY = 64 * 1024
 

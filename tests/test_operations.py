@@ -9,11 +9,11 @@ import psycopg
 import pytest
 from psycopg import sql
 from starlette.routing import Route
-from support import app_client, assert_error
 
 from conftest import create_database, drop_database, free_port
 from conftest import test_settings as settings_for
 from helpers import create, tenant_headers
+from support import app_client, assert_error
 
 
 async def poll_until(http: httpx.AsyncClient, path: str, status: int, timeout: float = 15) -> httpx.Response:

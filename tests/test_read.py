@@ -5,9 +5,9 @@ import json
 import uuid
 
 import pytest
-from support import assert_error, assert_order, order_row
 
 from helpers import confirmed_id, create_id, tenant_headers
+from support import assert_error, assert_order, order_row
 
 
 def cursor_of(raw: bytes) -> str:

@@ -10,9 +10,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from support import app_client, assert_error, count_orders
 
 from conftest import test_settings as settings_for
+from support import app_client, assert_error, count_orders
 
 ENDPOINTS = [
     ("POST", "/orders"),

@@ -3,9 +3,9 @@
 import uuid
 
 import pytest
-from support import assert_error, count_orders, order_row, outbox_rows
 
 from helpers import confirmed_id, create_id, tenant_headers
+from support import assert_error, count_orders, order_row, outbox_rows
 
 FOREIGN_WRITES = [
     ("PATCH", "/orders/{id}/confirm", {"If-Match": '"1"'}, {"totalCents": 1}),
