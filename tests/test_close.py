@@ -3,10 +3,12 @@
 import json
 import uuid
 
+import asyncpg
 import pytest
 
+from conftest import test_settings as settings_for
 from helpers import close, confirmed_id, create_id, tenant_headers
-from support import assert_error, assert_order, order_row, outbox_rows
+from support import app_client, assert_error, assert_order, order_row, outbox_rows
 
 
 async def assert_not_closed(db, order_id: str, version: int, status: str) -> None:
@@ -125,3 +127,21 @@ async def test_close_with_a_reused_idempotency_key_on_another_order_returns_409(
     reused = await close(client, tenant, second_id, **{"Idempotency-Key": "k"})
     assert_error(reused, 409, "conflict", reason="idempotency_key_reused")
     await assert_not_closed(db, second_id, 2, "confirmed")
+
+
+async def test_a_close_whose_outbox_write_fails_leaves_the_order_confirmed_and_no_key(fresh_database_url):
+    tenant = "t-refused"
+    async with (
+        app_client(settings_for(fresh_database_url)) as http,
+        asyncpg.create_pool(fresh_database_url, min_size=1, max_size=2) as db,
+    ):
+        order_id = await confirmed_id(http, tenant)
+        await db.execute(f"ALTER TABLE outbox ADD CONSTRAINT refuse CHECK (tenant_id <> '{tenant}')")
+        failed = await close(http, tenant, order_id, **{"Idempotency-Key": "k"})
+        assert failed.status_code == 500 and failed.json()["code"] == "internal_error"
+        await assert_not_closed(db, order_id, 2, "confirmed")
+        assert await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = 'k'") == 0
+        await db.execute("ALTER TABLE outbox DROP CONSTRAINT refuse")
+        retried = await close(http, tenant, order_id, **{"Idempotency-Key": "k"})
+        assert_order(retried, 200, await order_row(db, order_id))
+        assert len(await outbox_rows(db, order_id)) == 1

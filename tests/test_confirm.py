@@ -2,10 +2,12 @@
 
 import uuid
 
+import asyncpg
 import pytest
 
+from conftest import test_settings as settings_for
 from helpers import confirm, confirmed_id, create_id, tenant_headers
-from support import assert_error, assert_order, count_keys, order_row
+from support import app_client, assert_error, assert_order, count_keys, order_row
 
 PATHS = pytest.mark.parametrize("path", ["/orders/{id}/confirm", "/orders/{id}"], ids=["confirm", "bare"])
 
@@ -192,3 +194,21 @@ async def test_a_failed_confirm_does_not_consume_its_idempotency_key(client, ten
     assert_error(retry, 409, "conflict", reason="stale_version")
     fixed = await confirm(client, tenant, order_id, if_match='"1"', **{"Idempotency-Key": "k"})
     assert_order(fixed, 200, await order_row(db, order_id))
+
+
+async def test_a_keyed_confirm_that_fails_midway_leaves_neither_the_key_nor_a_change(fresh_database_url):
+    tenant = "t-refused"
+    async with (
+        app_client(settings_for(fresh_database_url)) as http,
+        asyncpg.create_pool(fresh_database_url, min_size=1, max_size=2) as db,
+    ):
+        order_id = await create_id(http, tenant)
+        await db.execute("ALTER TABLE orders ADD CONSTRAINT refuse CHECK (total_cents IS DISTINCT FROM 13)")
+        failed = await confirm(http, tenant, order_id, total=13, **{"Idempotency-Key": "k"})
+        assert failed.status_code == 500 and failed.json()["code"] == "internal_error"
+        await assert_unchanged(db, order_id)
+        assert await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = 'k'") == 0
+        await db.execute("ALTER TABLE orders DROP CONSTRAINT refuse")
+        retried = await confirm(http, tenant, order_id, total=13, **{"Idempotency-Key": "k"})
+        assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers
+        assert_order(retried, 200, await order_row(db, order_id))

@@ -4,6 +4,7 @@ import json
 import uuid
 from datetime import timedelta
 
+import asyncpg
 import httpx
 import pytest
 
@@ -195,3 +196,22 @@ async def test_the_stored_response_is_the_one_sent_and_names_the_created_order(c
     assert stored["response_status"] == 201 and stored["response_body"] == response.content
     assert json.loads(stored["response_headers"]) == {"etag": '"1"', "location": response.headers["location"]}
     assert_order(response, 201, await order_row(db, response.json()["id"]))
+
+
+async def test_a_create_whose_order_insert_fails_leaves_no_claimed_key(fresh_database_url):
+    tenant = "t-refused"
+    async with (
+        app_client(settings_for(fresh_database_url)) as http,
+        asyncpg.create_pool(fresh_database_url, min_size=1, max_size=2) as db,
+    ):
+        await db.execute(f"ALTER TABLE orders ADD CONSTRAINT refuse CHECK (tenant_id <> '{tenant}')")
+        failed = await post(http, tenant, "k", b"{}")
+        assert failed.status_code == 500 and failed.json() == {
+            "code": "internal_error",
+            "message": "internal error",
+        }
+        assert await db.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+        await db.execute("ALTER TABLE orders DROP CONSTRAINT refuse")
+        retried = await post(http, tenant, "k", b"{}")
+        assert retried.status_code == 201 and "idempotent-replayed" not in retried.headers
+        assert await db.fetchval("SELECT count(*) FROM orders") == 1
