@@ -28,12 +28,24 @@ async def _init_connection(conn: Connection) -> None:
     )
 
 
+def statement_budget_ms(settings: Settings) -> int:
+    """statement_timeout (0: none) plus the wait a statement may spend queued behind a concurrent lock holder.
+
+    PostgreSQL counts lock waits against statement_timeout. Were the two equal (as by default), the
+    statement timeout would fire first and a queued request would get 503 "unavailable", not 409
+    request_in_progress.
+    """
+    if settings.statement_timeout_ms == 0:
+        return 0
+    return settings.statement_timeout_ms + settings.idempotency_wait_ms
+
+
 def server_settings(settings: Settings) -> dict[str, str]:
     # lock_timeout bounds how long a request waits behind a concurrent one holding the same idempotency key
     # or order row; past it the request gets 409 request_in_progress instead of hanging.
     return {
         "application_name": "orders-svc",
-        "statement_timeout": str(settings.statement_timeout_ms),
+        "statement_timeout": str(statement_budget_ms(settings)),
         "lock_timeout": str(settings.idempotency_wait_ms),
         "timezone": "UTC",
     }
@@ -55,7 +67,7 @@ async def create_pool(settings: Settings, dsn: str) -> Pool:
         init=_init_connection,
         reset=_keep_session,
         server_settings=server_settings(settings),
-        command_timeout=max(settings.statement_timeout_ms / 1000 + 5, 10),
+        command_timeout=max(statement_budget_ms(settings) / 1000 + 5, 10),
     )
     assert pool is not None
     return pool
