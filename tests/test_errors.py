@@ -4,6 +4,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx
 import psycopg
 import pytest
 
@@ -220,3 +221,21 @@ async def test_an_invalid_incoming_request_id_is_replaced(client, rid):
     response = await client.get("/healthz", headers={"X-Request-ID": rid.encode("latin-1")})
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
     assert response.headers.get_list("x-request-id") == [response.headers["x-request-id"]]
+
+
+async def test_the_real_server_parses_curl_style_form_bodies_and_refuses_big_ones(live_server, tenant, db):
+    """Through uvicorn and a socket: what `curl -d '{}'` sends, and 413 for both ways of sending too much."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(17):
+            yield b" " * 4096
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient(base_url=live_server) as http:
+        created = await http.post("/orders", headers=keyed(tenant, **form), content=b"{}")
+        assert created.status_code == 201 and created.json()["tenantId"] == tenant, created.text
+        too_big = await http.post("/orders", headers=keyed(tenant), content=b"{}" + b" " * MAX_BODY)
+        assert_error(too_big, 413, "payload_too_large")
+        chunked = await http.post("/orders", headers=keyed(tenant), content=chunks())
+        assert_error(chunked, 413, "payload_too_large")
+    assert await count_orders(db, tenant) == 1
