@@ -77,7 +77,7 @@ def assert_order(response: httpx.Response, status: int, row: asyncpg.Record | No
 
 @asynccontextmanager
 async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for an app of its own (other settings than the session's), its lifespan running."""
+    """A client for an app of its own (settings other than the shared app's), its lifespan running."""
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
     async with (

@@ -52,7 +52,7 @@ def assert_unauthorized(response: httpx.Response) -> None:
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-# --- dev mode (the session app): the header, or an unverified token
+# --- dev mode (the shared app): the header, or an unverified token
 
 
 async def test_dev_mode_takes_the_tenant_from_x_tenant_id(client, tenant, db):
