@@ -1,5 +1,6 @@
 """Where the outbox relay sends events: the Publisher protocol, a JSON-lines logger and NATS JetStream."""
 
+import asyncio
 import logging
 import re
 import sys
@@ -62,21 +63,23 @@ class NatsPublisher:
         from nats.aio.client import Client
 
         client = Client()
-
-        async def on_disconnected() -> None:
-            if not (client.is_closed or client.is_draining):  # not when the relay closes it itself
-                log.warning("broker disconnected; reconnecting")
-
-        await client.connect(
+        events = _ConnectionLog(client)
+        connecting = client.connect(
             url,
             name="orders-svc-relay",
             connect_timeout=max(1, int(publish_timeout)),
             reconnect_time_wait=1,
             max_reconnect_attempts=-1,  # a broker restart must not end the relay; failed publishes back off
-            error_cb=_on_error,
-            disconnected_cb=on_disconnected,
-            reconnected_cb=_on_reconnected,
+            error_cb=events.error,
+            disconnected_cb=events.disconnected,
+            reconnected_cb=events.reconnected,
         )
+        try:
+            # Unlimited reconnects also make the first connect retry forever: bound it, the caller retries.
+            await asyncio.wait_for(connecting, max(2.0, 2 * publish_timeout))
+        except BaseException:
+            await client.close()
+            raise
         publisher = cls(client, publish_timeout)
         await publisher.ensure_stream()
         return publisher
@@ -120,9 +123,22 @@ def describe(exc: BaseException) -> str:
     return _CREDENTIALS.sub(r"\1***@", text)[:ERROR_LIMIT]
 
 
-async def _on_error(exc: Exception) -> None:
-    log.warning("broker connection error", extra={"error": describe(exc)})
+class _ConnectionLog:
+    """nats-py callbacks: log when the broker goes away and comes back, not once per reconnect attempt."""
 
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._failing = False
 
-async def _on_reconnected() -> None:
-    log.info("broker reconnected")
+    async def error(self, exc: Exception) -> None:
+        if not self._failing:
+            self._failing = True
+            log.warning("broker connection error; retrying", extra={"error": describe(exc)})
+
+    async def disconnected(self) -> None:
+        if not (self._client.is_closed or self._client.is_draining):  # not when the relay closes it
+            log.warning("broker disconnected; reconnecting")
+
+    async def reconnected(self) -> None:
+        self._failing = False
+        log.info("broker reconnected")

@@ -9,6 +9,7 @@ No lease column is needed: the locks vanish with the connection, and publishing 
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
 import time
@@ -163,12 +164,25 @@ async def run(settings: Settings, dsn: str, kind: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     publisher = None
-    while publisher is None and not stop.is_set():
+    for attempt in itertools.count():
+        if stop.is_set():
+            break
+        opening = asyncio.ensure_future(open_publisher(kind, settings))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((opening, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not opening.done():  # stopped while connecting
+            opening.cancel()
+            with contextlib.suppress(BaseException):
+                await opening
+            break
         try:
-            publisher = await open_publisher(kind, settings)
+            publisher = opening.result()
+            break
         except Exception as exc:  # the broker may not be up yet: keep trying, the outbox keeps the events
+            delay = min(settings.relay_poll_interval * 2**attempt, timedelta(seconds=30))
             log.warning("publisher unavailable; retrying", extra={"publisher": kind, "error": describe(exc)})
-            await _first_of(asyncio.Event(), stop, settings.relay_poll_interval)
+            await _first_of(asyncio.Event(), stop, delay)
     if publisher is None:
         return
     try:

@@ -219,7 +219,9 @@ async def test_three_relays_in_parallel_deliver_every_event_once_in_per_order_or
     assert all(v == [1, 2, 3] for v in versions.values()), versions
 
 
-def relay_process(dsn: str, nats_url: str, log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+def relay_process(
+    dsn: str, nats_url: str, log_path: Path, *args: str, **env_overrides: str
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DATABASE_URL": dsn,
@@ -227,6 +229,7 @@ def relay_process(dsn: str, nats_url: str, log_path: Path, *args: str) -> subpro
         "ORDERS_RELAY_BATCH_SIZE": "20",
         "ORDERS_RELAY_POLL_INTERVAL_MS": "50",
         "ORDERS_LOG_LEVEL": "INFO",
+        **env_overrides,
     }
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -269,6 +272,30 @@ async def test_relay_killed_mid_batch_loses_nothing_and_the_broker_drops_repeats
     messages = await read_stream(nats_server.url)
     assert len(messages) == len(event_ids) == 800
     assert sorted(uuid.UUID(m.headers["Nats-Msg-Id"]) for m in messages) == event_ids
+
+
+async def test_relay_waiting_for_an_unreachable_broker_exits_0_on_sigterm(fresh_database_url, tmp_path):
+    log_path = tmp_path / "relay.log"
+    unreachable = f"nats://127.0.0.1:{free_port()}"
+    # A connect attempt may take 2 x the publish timeout (here two minutes): SIGTERM must not wait for it.
+    proc = relay_process(
+        fresh_database_url,
+        unreachable,
+        log_path,
+        "--publisher",
+        "nats",
+        ORDERS_RELAY_PUBLISH_TIMEOUT_MS="60000",
+    )
+    try:
+        await wait_for(lambda: _logged(log_path, "broker connection error"), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log_path.read_text()
+    finally:
+        proc.kill()
+
+
+async def _logged(path: Path, text: str) -> bool:
+    return text in path.read_text()
 
 
 async def test_relay_process_with_log_publisher_prints_events_and_exits_0_on_sigterm(
