@@ -65,10 +65,17 @@ class Health(msgspec.Struct):
     status: str
 
 
+_encode_timestamp = msgspec.json.Encoder().encode
+
+
 def rfc3339(ts: datetime) -> str:
     """UTC with exactly six fractional digits: the precision the database keeps and cursors need."""
-    # isoformat, unlike strftime("%Y"), always writes a four-digit year.
-    return ts.astimezone(UTC).isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
+    if ts.tzinfo is not UTC:  # asyncpg hands back UTC already (the session's timezone)
+        ts = ts.astimezone(UTC)
+    # msgspec writes RFC 3339 in C (four-digit year, "Z" for UTC) several times faster than isoformat, which
+    # shows on a page of ten orders; it only leaves the fraction out when it is zero.
+    text = _encode_timestamp(ts)[1:-1].decode()
+    return text if ts.microsecond else text[:-1] + ".000000Z"
 
 
 encoder = msgspec.json.Encoder()
