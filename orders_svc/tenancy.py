@@ -35,7 +35,7 @@ class Authenticator:
             raise ApiError(403, "X-Tenant-Id does not match the token's tenant")
         tenant = claimed if claimed is not None else header
         assert tenant is not None
-        if not _TENANT.match(tenant):
+        if not _TENANT.fullmatch(tenant):  # `$` alone would let a trailing newline through
             raise ApiError(400, "tenant id must be 1-64 characters of [A-Za-z0-9._:-]")
         request.scope["orders.tenant"] = tenant
         return tenant

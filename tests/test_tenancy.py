@@ -257,3 +257,9 @@ async def test_jwt_mode_refuses_a_token_for_another_issuer_or_audience(with_issu
     http, signer = with_issuer
     assert_unauthorized(await post(http, signed(signer, {"tenant_id": tenant, **claims})))
     assert await count_orders(db, tenant) == 0
+
+
+async def test_a_token_tenant_with_a_trailing_newline_is_refused_on_reads_too(client):
+    # Reads never reach the database's CHECK constraint, so the service's own pattern must reject it.
+    response = await client.get("/orders", headers=bearer(token({"tenant_id": "acme\n"})))
+    assert_error(response, 400, "bad_request")
