@@ -11,7 +11,13 @@ from . import orders
 from .errors import ApiError
 from .orders import Idempotency, Reply
 from .pagination import decode_cursor, parse_limit
-from .preconditions import fingerprint, parse_idempotency_key, parse_if_match
+from .preconditions import (
+    fingerprint,
+    if_match_header,
+    parse_idempotency_key,
+    parse_if_match,
+    single_header,
+)
 from .schemas import decode_close, decode_confirm, decode_create
 
 MAX_BODY = 64 * 1024
@@ -69,7 +75,7 @@ def order_id(request: Request) -> uuid.UUID:
 
 
 def idempotency(request: Request, path: str, body: bytes, required: bool) -> Idempotency | None:
-    raw = request.headers.get("idempotency-key")
+    raw = single_header(request.headers, "Idempotency-Key")
     if raw is None:
         if required:
             raise ApiError(400, "Idempotency-Key header is required")
@@ -93,7 +99,7 @@ async def create_order(request: Request) -> Response:
 async def confirm_order(request: Request) -> Response:
     tenant = request.app.state.auth.tenant(request)
     oid = order_id(request)
-    if_match = request.headers.get("if-match")
+    if_match = if_match_header(request.headers)
     versions = parse_if_match(if_match) if if_match is not None else None
     body = await read_body(request)
     command = decode(decode_confirm, body)
@@ -109,7 +115,7 @@ async def confirm_order(request: Request) -> Response:
 async def close_order(request: Request) -> Response:
     tenant = request.app.state.auth.tenant(request)
     oid = order_id(request)
-    if_match = request.headers.get("if-match")
+    if_match = if_match_header(request.headers)
     versions = parse_if_match(if_match) if if_match is not None else None
     body = await read_body(request)
     decode(decode_close, body, empty=b"{}")

@@ -4,6 +4,7 @@ import hashlib
 import re
 
 import msgspec
+from starlette.datastructures import Headers
 
 from .errors import ApiError
 
@@ -11,6 +12,20 @@ from .errors import ApiError
 _MEMBER = re.compile(r'[ \t]*(W/)?"?([0-9]{1,10})"?[ \t]*')
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 _MAX_VERSION = 2**31 - 1
+
+
+def single_header(headers: Headers, name: str) -> str | None:
+    """A header that must not repeat: two values (two tenants, two keys) are ambiguous, so 400."""
+    values = headers.getlist(name)
+    if len(values) > 1:
+        raise ApiError(400, f"send the {name} header once")
+    return values[0] if values else None
+
+
+def if_match_header(headers: Headers) -> str | None:
+    """If-Match is a list header: several field lines mean one comma-joined list (RFC 9110 section 5.3)."""
+    values = headers.getlist("if-match")
+    return ", ".join(values) if values else None
 
 
 def parse_if_match(value: str) -> list[int] | None:

@@ -7,6 +7,7 @@ import jwt
 from starlette.requests import Request
 
 from .errors import ApiError
+from .preconditions import single_header
 from .schemas import TENANT_PATTERN
 from .settings import Settings
 
@@ -24,8 +25,8 @@ class Authenticator:
         self.audience = settings.jwt_audience
 
     def tenant(self, request: Request) -> str:
-        header = request.headers.get("x-tenant-id")
-        authorization = request.headers.get("authorization")
+        header = single_header(request.headers, "X-Tenant-Id")
+        authorization = single_header(request.headers, "Authorization")
         claimed = self._claim(authorization) if authorization is not None else None
         if self.verify and claimed is None:
             raise ApiError(401, "a verified bearer token is required", headers=_CHALLENGE)

@@ -212,3 +212,11 @@ async def test_a_keyed_confirm_that_fails_midway_leaves_neither_the_key_nor_a_ch
         retried = await confirm(http, tenant, order_id, total=13, **{"Idempotency-Key": "k"})
         assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers
         assert_order(retried, 200, await order_row(db, order_id))
+
+
+async def test_if_match_split_over_two_header_lines_is_one_list(client, tenant, db):
+    order_id = await create_id(client, tenant)
+    headers = [("X-Tenant-Id", tenant), ("If-Match", '"7"'), ("If-Match", '"1"')]
+    response = await client.patch(f"/orders/{order_id}/confirm", headers=headers, json={"totalCents": 5})
+    assert response.status_code == 200, response.text
+    assert (await order_row(db, order_id))["version"] == 2

@@ -215,3 +215,9 @@ async def test_a_create_whose_order_insert_fails_leaves_no_claimed_key(fresh_dat
         retried = await post(http, tenant, "k", b"{}")
         assert retried.status_code == 201 and "idempotent-replayed" not in retried.headers
         assert await db.fetchval("SELECT count(*) FROM orders") == 1
+
+
+async def test_create_with_two_idempotency_keys_returns_400_and_creates_nothing(client, tenant, db):
+    headers = [("X-Tenant-Id", tenant), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
+    assert_error(await client.post("/orders", headers=headers, content=b"{}"), 400, "bad_request")
+    assert await count_orders(db, tenant) == 0

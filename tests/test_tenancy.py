@@ -263,3 +263,17 @@ async def test_a_token_tenant_with_a_trailing_newline_is_refused_on_reads_too(cl
     # Reads never reach the database's CHECK constraint, so the service's own pattern must reject it.
     response = await client.get("/orders", headers=bearer(token({"tenant_id": "acme\n"})))
     assert_error(response, 400, "bad_request")
+
+
+@pytest.mark.parametrize("name", ["X-Tenant-Id", "Authorization"])
+async def test_an_identity_header_sent_twice_returns_400_and_creates_nothing(client, db, name):
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    value = tenant if name == "X-Tenant-Id" else bearer(token({"tenant_id": tenant}))["Authorization"]
+    headers = [
+        (name, value),
+        (name, value + "x" if name == "X-Tenant-Id" else value),
+        ("Idempotency-Key", "k"),
+    ]
+    response = await client.post("/orders", headers=headers, content=b"{}")
+    assert_error(response, 400, "bad_request")
+    assert await count_orders(db, tenant) == 0
