@@ -356,6 +356,33 @@ def seed_orders(dsn: str, prefix: str, threads: int, per_thread: int, status: st
         Path(f"{ids_prefix}{index}").write_text("\n".join(by_tenant[f"{prefix}{index}"]) + "\n")
 
 
+def explain_pages(dsn: str, deep_ts: datetime, deep_id: uuid.UUID) -> str:
+    """Buffers and execution time of the first and the deep page's statement, as the service runs them."""
+    blocks = load_sql()
+    # Client-side binding: EXECUTE's arguments are literals, typed by the prepared statement.
+    with psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        # asyncpg's prepared statements end up on the generic plan.
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE first_page AS {blocks['list_orders_first']}")
+        conn.execute(f"PREPARE deep_page AS {blocks['list_orders_after']}")
+        found: dict[str, tuple[int, float]] = {}
+        for name, call, params in (
+            ("first", "EXECUTE first_page(%s, %s)", (DEEP_TENANT, PAGE + 1)),
+            ("deep", "EXECUTE deep_page(%s, %s, %s, %s)", (DEEP_TENANT, deep_ts, deep_id, PAGE + 1)),
+        ):
+            conn.execute(call, params)  # warm the cache; the plan below is the steady state
+            row = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {call}", params).fetchone()
+            assert row is not None
+            plan = row[0][0]
+            buffers = plan["Plan"].get("Shared Hit Blocks", 0) + plan["Plan"].get("Shared Read Blocks", 0)
+            found[name] = (buffers, plan["Execution Time"])
+    (first_buffers, first_ms), (deep_buffers, deep_ms) = found["first"], found["deep"]
+    return (
+        f"EXPLAIN (ANALYZE, BUFFERS), generic plan: first page {first_buffers} buffers in {first_ms:.3f} ms, "
+        f"deep page {deep_buffers} buffers in {deep_ms:.3f} ms (one index range scan each, no OFFSET)."
+    )
+
+
 def vacuum(dsn: str) -> None:
     """Fresh statistics and visibility, and no autovacuum or checkpoint landing inside a scenario."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -587,6 +614,7 @@ class Report:
     checks: list[str] = field(default_factory=list)
     seed_seconds: float = 0.0
     service_pid: int = 0
+    explain: str = ""
     serial: dict[str, Result] = field(default_factory=dict)  # list pages at one connection
 
     def render(self) -> str:
@@ -679,6 +707,9 @@ class Report:
                 f"deep page p50 {fmt_ms(serial_deep.p50_ms)} ms, ratio "
                 f"{serial_deep.p50_ms / serial_first.p50_ms:.2f}."
             )
+        if self.explain:
+            out.append("")
+            out.append(f"Keyset depth in PostgreSQL: {self.explain}")
         after, first_tx = self.sql.get("list_orders_after"), self.sql.get("list_orders_first")
         if after is not None and first_tx is not None:
             out.append("")
@@ -770,6 +801,7 @@ def main(argv: list[str] | None = None) -> None:
             seed_orders(dsn, "bench-get-", options.threads, GET_ORDERS_PER_THREAD, "draft", workdir / "get-")
             vacuum(dsn)
             report.seed_seconds = time.perf_counter() - seeding
+            report.explain = explain_pages(dsn, deep_ts, deep_id)
             sampler = Sampler(proc.pid, postmaster_of(dsn))
             sampler.start()
 
