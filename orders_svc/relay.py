@@ -46,18 +46,24 @@ class Relay:
         pool = await create_pool(replace(self.settings, pool_min=1, pool_max=2), self.dsn)
         self._next_purge = time.monotonic()
         log.info("relay started", extra={"batch_size": self.settings.relay_batch_size})
+        failures = 0
         try:
             while not stop.is_set():
-                await self._listen()
+                await self._listen(quiet=failures > 0)
                 self._wake.clear()
                 try:
                     claimed = await self.relay_batch(pool)
                     await self._purge_if_due(pool)
+                    failures = 0
                 except TRANSIENT as exc:
-                    log.warning("relay cycle failed; retrying", extra={"error": describe(exc)})
+                    if failures == 0:  # once per outage, not once per retry
+                        log.warning("relay cycle failed; retrying", extra={"error": describe(exc)})
+                    failures += 1
                     claimed = 0
                 if claimed < self.settings.relay_batch_size:
-                    await _first_of(self._wake, stop, self.settings.relay_poll_interval)
+                    await _first_of(
+                        self._wake, stop, _retry_delay(self.settings.relay_poll_interval, failures)
+                    )
         finally:
             await self._unlisten()
             await pool.close()
@@ -117,7 +123,7 @@ class Relay:
             self._next_purge = time.monotonic() + self.settings.purge_interval.total_seconds()
             await housekeeping.purge(pool, self.settings)
 
-    async def _listen(self) -> None:
+    async def _listen(self, quiet: bool = False) -> None:
         """LISTEN on a dedicated connection (a pooled one is UNLISTENed on release); polling covers gaps."""
         if self._listener is not None and not self._listener.is_closed():
             return
@@ -126,7 +132,8 @@ class Relay:
             await self._listener.add_listener(CHANNEL, self._on_notify)
         except TRANSIENT as exc:
             self._listener = None
-            log.warning("LISTEN unavailable; polling only", extra={"error": describe(exc)})
+            if not quiet:
+                log.warning("LISTEN unavailable; polling only", extra={"error": describe(exc)})
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
@@ -136,6 +143,11 @@ class Relay:
             with contextlib.suppress(*TRANSIENT):
                 await self._listener.close(timeout=5)
             self._listener = None
+
+
+def _retry_delay(poll_interval: timedelta, failures: int) -> timedelta:
+    """The poll interval, doubling per consecutive failure up to 30 s while the database is away."""
+    return min(poll_interval * (1 << min(failures, 20)), max(poll_interval, timedelta(seconds=30)))
 
 
 async def _first_of(wake: asyncio.Event, stop: asyncio.Event, limit: timedelta) -> None:
@@ -180,7 +192,7 @@ async def run(settings: Settings, dsn: str, kind: str) -> None:
             publisher = opening.result()
             break
         except Exception as exc:  # the broker may not be up yet: keep trying, the outbox keeps the events
-            delay = min(settings.relay_poll_interval * 2**attempt, timedelta(seconds=30))
+            delay = _retry_delay(settings.relay_poll_interval, attempt)
             log.warning("publisher unavailable; retrying", extra={"publisher": kind, "error": describe(exc)})
             await _first_of(asyncio.Event(), stop, delay)
     if publisher is None:

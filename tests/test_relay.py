@@ -173,6 +173,26 @@ async def test_a_close_wakes_an_idle_relay_through_notify_before_its_next_poll(
     assert len(publisher.accepted) == 3
 
 
+async def test_relay_survives_losing_its_database_connections_and_carries_on(
+    fresh_db, fresh_database_url, tenant
+):
+    publisher = PoisonPublisher(set())
+    async with running(Relay(relay_settings(fresh_database_url), fresh_database_url, publisher)):
+        await fresh_db.execute(INSERT_EVENTS, tenant, [uuid.uuid4()], 1)
+        await wait_for(lambda: all_published(fresh_db))
+        await wait_for(lambda: _listening(fresh_db))
+        terminated = await fresh_db.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND (application_name = 'orders-svc' OR query LIKE 'LISTEN %')"
+        )
+        assert terminated >= 2  # its pooled connection and its listener
+        await fresh_db.execute(INSERT_EVENTS, tenant, [uuid.uuid4() for _ in range(5)], 1)
+        await wait_for(lambda: all_published(fresh_db))
+        await wait_for(lambda: _listening(fresh_db))  # and it listens again
+    assert len(publisher.accepted) == 6
+
+
 async def _listening(db: asyncpg.Pool) -> bool:
     # The relay's first (empty) claim has run and its listener is idle: it now waits for a wake-up.
     return bool(
