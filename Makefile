@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint fmt demo bench clean
+.PHONY: install run relay nats test lint fmt demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ install: $(STAMP)
 ## Start the API on http://127.0.0.1:8000 (embedded PostgreSQL unless DATABASE_URL is set)
 run: install
 	$(BIN)/orders-svc serve $(ARGS)
+
+## The outbox relay (ARGS='--publisher nats' for NATS) and a local NATS JetStream server for it
+relay: install
+	$(BIN)/orders-svc relay $(ARGS)
+
+nats: install
+	$(BIN)/nats-server -js -sd .nats
 
 ## Run the whole test suite against a real PostgreSQL (see README: which one)
 test: install
