@@ -10,7 +10,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from helpers import confirm, create, create_id, tenant_headers
 
@@ -162,6 +165,39 @@ async def test_ties_between_api_created_orders_and_same_timestamp_rows_page_exac
         assert_no_duplicates(served)
         assert served == await keyset_order(db, tenant)
         assert len(served) == 30
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    offsets=st.lists(
+        st.integers(min_value=0, max_value=2000) | st.sampled_from([0, 1, 999, 1000, 1001]), max_size=40
+    ),
+    limit=st.integers(min_value=1, max_value=12),
+)
+def test_any_multiset_of_timestamps_pages_back_exactly_in_keyset_order(
+    live_server, database_url, offsets, limit
+):
+    """Any timestamps (repeated, 1 µs apart, across millisecond edges), any page size: every row once."""
+    tenant = new_tenant()
+    base = datetime(2026, 11, 22, 3, 50, 10, 999000, tzinfo=UTC)
+    rows = [(uuid.uuid4(), base + timedelta(microseconds=us)) for us in offsets]
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO orders (id, tenant_id, status, version, created_at, updated_at)"
+            " VALUES (%s, %s, 'draft', 1, %s, %s)",
+            [(order_id, tenant, ts, ts) for order_id, ts in rows],
+        )
+    expected = [str(order_id) for order_id, _ in sorted(rows, key=lambda r: (r[1], r[0]), reverse=True)]
+    served: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    with httpx.Client(base_url=live_server, headers=tenant_headers(tenant)) as http:
+        for _ in range(len(rows) + 1):
+            page = http.get("/orders", params=params).json()
+            served += ids(page["items"])
+            if page["nextCursor"] is None:
+                break
+            params["cursor"] = page["nextCursor"]
+    assert served == expected
 
 
 async def test_deleting_the_cursor_row_does_not_break_paging(client, tenant, db):
