@@ -80,6 +80,18 @@ def assert_one_creation_and_identical_replays(responses: list[httpx.Response]) -
     return first
 
 
+@pytest.fixture(params=["in-process", "over-http"])
+async def http(request, client) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in process, or the real server with one HTTP connection (and so one pool connection) each."""
+    if request.param == "in-process":
+        yield client
+        return
+    limits = httpx.Limits(max_connections=CREATES, max_keepalive_connections=0)
+    base_url = request.getfixturevalue("live_server")
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as over_http:
+        yield over_http
+
+
 # --- create ----------------------------------------------------------------------------------------------
 
 
@@ -93,23 +105,16 @@ async def race_one_key(http: httpx.AsyncClient, db: asyncpg.Pool) -> None:
     assert await stored_body(db, tenant, key) == first.content
 
 
-async def test_concurrent_creates_with_one_key_make_one_order_and_replay_its_exact_bytes(client, db):
+async def test_concurrent_creates_with_one_key_make_one_order_and_replay_its_exact_bytes(http, db):
     for _ in range(ROUNDS):
-        await race_one_key(client, db)
+        await race_one_key(http, db)
 
 
-async def test_concurrent_creates_with_one_key_over_separate_http_connections_make_one_order(live_server, db):
-    limits = httpx.Limits(max_connections=CREATES, max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=live_server, limits=limits, timeout=30) as http:
-        for _ in range(ROUNDS):
-            await race_one_key(http, db)
-
-
-async def test_concurrent_creates_with_one_key_and_two_bodies_make_one_order_and_refuse_the_other(client, db):
+async def test_concurrent_creates_with_one_key_and_two_bodies_make_one_order_and_refuse_the_other(http, db):
     for _ in range(ROUNDS):
         tenant, key = new_tenant(), uuid.uuid4().hex
         bodies = [{} if i % 2 else {"tenantId": tenant} for i in range(CREATES)]
-        responses = await all_at_once([create(client, tenant, key, body=b) for b in bodies])
+        responses = await all_at_once([create(http, tenant, key, body=b) for b in bodies])
         created = [i for i, r in enumerate(responses) if r.status_code == 201]
         assert len(created) == 1, [r.status_code for r in responses]
         winner = responses[created[0]]
@@ -124,7 +129,7 @@ async def test_concurrent_creates_with_one_key_and_two_bodies_make_one_order_and
         assert await stored_body(db, tenant, key) == winner.content
 
 
-async def test_concurrent_creates_with_an_expired_key_take_it_over_exactly_once(client, db):
+async def test_concurrent_creates_with_an_expired_key_take_it_over_exactly_once(http, db):
     for _ in range(ROUNDS):
         tenant, key, old_id = new_tenant(), uuid.uuid4().hex, uuid.uuid4()
         await db.execute(
@@ -136,7 +141,7 @@ async def test_concurrent_creates_with_an_expired_key_take_it_over_exactly_once(
             fingerprint("POST", "/orders", b"{}"),
             f'{{"id":"{old_id}"}}'.encode(),
         )
-        responses = await all_at_once([create(client, tenant, key, body={}) for _ in range(CREATES)])
+        responses = await all_at_once([create(http, tenant, key, body={}) for _ in range(CREATES)])
         first = assert_one_creation_and_identical_replays(responses)
         assert first.json()["id"] != str(old_id)
         assert await counts(db, tenant) == (1, 1)
@@ -150,12 +155,12 @@ async def test_concurrent_creates_with_an_expired_key_take_it_over_exactly_once(
 
 
 @pytest.mark.parametrize("path", ["/orders/{id}/confirm", "/orders/{id}"], ids=["confirm-path", "bare-path"])
-async def test_concurrent_confirms_with_one_if_match_let_exactly_one_win(client, db, path):
+async def test_concurrent_confirms_with_one_if_match_let_exactly_one_win(http, db, path):
     for _ in range(ROUNDS):
         tenant = new_tenant()
-        order_id = await create_id(client, tenant)
+        order_id = await create_id(http, tenant)
         totals = [1000 + i for i in range(WRITERS)]
-        responses = await all_at_once([confirm(client, tenant, order_id, '"1"', t, path) for t in totals])
+        responses = await all_at_once([confirm(http, tenant, order_id, '"1"', t, path) for t in totals])
         winners = [i for i, r in enumerate(responses) if r.status_code == 200]
         assert len(winners) == 1, [r.text for r in responses]
         for i, response in enumerate(responses):
@@ -169,14 +174,14 @@ async def test_concurrent_confirms_with_one_if_match_let_exactly_one_win(client,
         assert responses[winners[0]].headers["etag"] == '"2"'
 
 
-async def test_concurrent_closes_let_exactly_one_win_and_write_one_outbox_row(client, db):
+async def test_concurrent_closes_let_exactly_one_win_and_write_one_outbox_row(http, db):
     for _ in range(ROUNDS):
         tenant = new_tenant()
-        order_id = await create_id(client, tenant)
-        assert (await confirm(client, tenant, order_id, total=4200)).status_code == 200
+        order_id = await create_id(http, tenant)
+        assert (await confirm(http, tenant, order_id, total=4200)).status_code == 200
         # Half send If-Match "2", half none: losers see stale_version or invalid_transition respectively.
         extra = [{"If-Match": '"2"'} if i % 2 else {} for i in range(WRITERS)]
-        responses = await all_at_once([close(client, tenant, order_id, **e) for e in extra])
+        responses = await all_at_once([close(http, tenant, order_id, **e) for e in extra])
         assert [r.status_code for r in responses].count(200) == 1, [r.text for r in responses]
         for response in responses:
             if response.status_code != 200:
@@ -188,19 +193,19 @@ async def test_concurrent_closes_let_exactly_one_win_and_write_one_outbox_row(cl
 
 
 async def test_confirm_and_close_retries_racing_under_their_keys_change_state_once_and_replay_identically(
-    client, db
+    http, db
 ):
     for _ in range(ROUNDS):
         tenant = new_tenant()
-        order_id = await create_id(client, tenant)
+        order_id = await create_id(http, tenant)
         confirm_key, close_key = f"confirm-{uuid.uuid4()}", f"close-{uuid.uuid4()}"
         paths = ["/orders/{id}/confirm", "/orders/{id}"]  # one operation: a retry may use either path
         confirms = [
-            confirm(client, tenant, order_id, '"1"', 777, paths[i % 2], **{"Idempotency-Key": confirm_key})
+            confirm(http, tenant, order_id, '"1"', 777, paths[i % 2], **{"Idempotency-Key": confirm_key})
             for i in range(WRITERS // 2)
         ]
         closes = [
-            close(client, tenant, order_id, **{"Idempotency-Key": close_key}) for _ in range(WRITERS // 2)
+            close(http, tenant, order_id, **{"Idempotency-Key": close_key}) for _ in range(WRITERS // 2)
         ]
         responses = await all_at_once(confirms + closes)
         confirmed, closed = responses[: len(confirms)], responses[len(confirms) :]
@@ -229,15 +234,15 @@ async def test_confirm_and_close_retries_racing_under_their_keys_change_state_on
         assert await stored_body(db, tenant, close_key) == (closed_ok[0].content if closed_ok else None)
 
 
-async def test_closes_racing_under_two_keys_close_once_and_each_key_answers_consistently(client, db):
+async def test_closes_racing_under_two_keys_close_once_and_each_key_answers_consistently(http, db):
     for _ in range(ROUNDS):
         tenant = new_tenant()
-        order_id = await create_id(client, tenant)
-        assert (await confirm(client, tenant, order_id, total=5)).status_code == 200
+        order_id = await create_id(http, tenant)
+        assert (await confirm(http, tenant, order_id, total=5)).status_code == 200
         keys = [f"a-{uuid.uuid4()}", f"b-{uuid.uuid4()}"]
         sent = [keys[i % 2] for i in range(WRITERS)]
-        late_confirm = confirm(client, tenant, order_id, '"1"', 9, **{"Idempotency-Key": f"c-{uuid.uuid4()}"})
-        closes = [close(client, tenant, order_id, **{"Idempotency-Key": k}) for k in sent]
+        late_confirm = confirm(http, tenant, order_id, '"1"', 9, **{"Idempotency-Key": f"c-{uuid.uuid4()}"})
+        closes = [close(http, tenant, order_id, **{"Idempotency-Key": k}) for k in sent]
         *responses, late = await all_at_once([*closes, late_confirm])
         assert late.status_code == 409 and reason(late) in ("stale_version", "invalid_transition"), late.text
 
