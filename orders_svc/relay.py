@@ -60,7 +60,9 @@ class Relay:
                         log.warning("relay cycle failed; retrying", extra={"error": describe(exc)})
                     failures += 1
                     claimed = 0
-                if claimed < self.settings.relay_batch_size:
+                # Drain until a claim comes back empty, then sleep: the outbox only NOTIFYs when a commit
+                # finds it idle, so events committed while this relay was publishing come without one.
+                if claimed == 0:
                     await _first_of(
                         self._wake, stop, _retry_delay(self.settings.relay_poll_interval, failures)
                     )

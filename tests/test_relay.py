@@ -469,3 +469,42 @@ def test_relay_settings_come_from_the_environment_and_bad_values_fail_fast():
     ):
         with pytest.raises(SettingsError):
             Settings.from_env(bad)
+
+
+class GatedPublisher:
+    """Holds the first event until the gate opens (a relay caught mid-publish), accepts the rest at once."""
+
+    def __init__(self) -> None:
+        self.publishing = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.accepted: list[OutboxEvent] = []
+
+    async def publish(self, event: OutboxEvent) -> None:
+        if not self.accepted:
+            self.publishing.set()
+            await self.gate.wait()
+        self.accepted.append(event)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_an_event_committed_while_the_relay_publishes_goes_out_without_a_notify_or_poll(
+    fresh_client, fresh_db, fresh_database_url, tenant
+):
+    # The outbox only NOTIFYs when a commit finds it idle; the second close finds the first event pending,
+    # so only the relay's drain-until-empty loop (not a NOTIFY, not the 10-minute poll) can pick it up.
+    publisher = GatedPublisher()
+    relay = Relay(
+        relay_settings(fresh_database_url, relay_poll_interval=timedelta(minutes=10)),
+        fresh_database_url,
+        publisher,
+    )
+    async with running(relay):
+        await wait_for(lambda: _listening(fresh_db))
+        await close_orders(fresh_client, tenant, 1)
+        await asyncio.wait_for(publisher.publishing.wait(), 10)
+        await close_orders(fresh_client, tenant, 1)
+        publisher.gate.set()
+        await wait_for(lambda: _published_count(fresh_db, 2), timeout=10)
+    assert len(publisher.accepted) == 2

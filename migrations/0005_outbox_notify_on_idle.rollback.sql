@@ -1,0 +1,14 @@
+-- Back to a NOTIFY on every insert, as 0004 created it.
+DROP TRIGGER outbox_notify_on_insert ON outbox;
+
+CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('orders_outbox', '');
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER outbox_notify_on_insert
+    AFTER INSERT ON outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();

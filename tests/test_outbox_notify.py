@@ -1,0 +1,57 @@
+"""The outbox NOTIFY is edge-triggered: a commit wakes the relays when it makes the queue non-empty.
+
+PostgreSQL serialises the commits of notifying transactions, so notifying on every close would throttle closes
+under load. While events are pending a relay is draining them (or polling), so there is no one to wake.
+"""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+
+
+async def _insert_event(conn: asyncpg.Connection, **columns: object) -> uuid.UUID:
+    event_id = uuid.uuid4()
+    names = ["id", "event_type", "order_id", "order_version", "tenant_id", "payload", *columns]
+    values = [event_id, "orders.closed", uuid.uuid4(), 3, "t", "{}", *columns.values()]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+    await conn.execute(f"INSERT INTO outbox ({', '.join(names)}) VALUES ({placeholders})", *values)
+    return event_id
+
+
+async def _notifications_after(fresh_database_url: str, action) -> int:
+    received: list[str] = []
+    listener = await asyncpg.connect(fresh_database_url)
+    writer = await asyncpg.connect(fresh_database_url)
+    try:
+        await listener.add_listener("orders_outbox", lambda *args: received.append(args[2]))
+        await action(writer)
+        await listener.execute("SELECT 1")  # a round trip delivers any pending notification
+        await asyncio.sleep(0)
+    finally:
+        await listener.close()
+        await writer.close()
+    return len(received)
+
+
+async def test_an_event_inserted_into_an_idle_outbox_notifies(fresh_database_url):
+    assert await _notifications_after(fresh_database_url, _insert_event) == 1
+
+
+async def test_an_event_inserted_behind_pending_events_does_not_notify(fresh_database_url):
+    async def behind_pending(conn):
+        await _insert_event(conn)  # the outbox was idle: this one notifies
+        await _insert_event(conn)  # behind a pending event: this one does not
+
+    assert await _notifications_after(fresh_database_url, behind_pending) == 1
+
+
+async def test_published_and_dead_events_do_not_count_as_pending(fresh_database_url):
+    async def after_settled(conn):
+        await _insert_event(conn)  # idle outbox: notifies
+        await conn.execute("UPDATE outbox SET published_at = now()")
+        await _insert_event(conn, dead_at=datetime.now(UTC))  # only a published event before it: notifies
+        await _insert_event(conn)  # only published and dead events before it: notifies
+
+    assert await _notifications_after(fresh_database_url, after_settled) == 3
