@@ -414,6 +414,19 @@ class Result:
         return f"{cores / self.rps * 1e6:,.0f}" if self.rps and cores > 0.01 else ""
 
 
+def run_load(sampler: Sampler, command: list[str], failure: str) -> tuple[Window, str, str]:
+    """Run a load generator to completion inside a sampling window (its own CPU counted as load)."""
+    with sampler.window() as window:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        sampler.load_pid = proc.pid
+        out, err = proc.communicate()
+        sampler.sample()
+        sampler.load_pid = None
+    if proc.returncode != 0:
+        sys.exit(f"bench: {failure} ({proc.returncode}):\n{out}\n{err}")
+    return window, out, err
+
+
 def run_wrk(
     wrk: str,
     sampler: Sampler,
@@ -430,14 +443,7 @@ def run_wrk(
     threads = min(options.threads, connections)
     command = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s"]
     command += ["--timeout", "5s", "-s", str(BENCH / script), base, "--", *args]
-    with sampler.window() as window:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        sampler.load_pid = proc.pid
-        out, err = proc.communicate()
-        sampler.sample()
-        sampler.load_pid = None
-    if proc.returncode != 0:
-        sys.exit(f"bench: wrk failed for {name} ({proc.returncode}):\n{out}\n{err}")
+    window, out, err = run_load(sampler, command, f"wrk failed for {name}")
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_RESULT ")), None)
     if line is None:
         sys.exit(f"bench: no result line from wrk for {name}:\n{out}\n{err}")
@@ -517,14 +523,7 @@ def run_pgbench(
     for key, value in variables.items():
         command += ["-D", f"{key}={value}"]
     command.append(dsn)
-    with sampler.window() as window:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        sampler.load_pid = proc.pid
-        out, err = proc.communicate()
-        sampler.sample()
-        sampler.load_pid = None
-    if proc.returncode != 0:
-        sys.exit(f"bench: pgbench failed for {name} ({proc.returncode}):\n{out}\n{err}")
+    window, out, err = run_load(sampler, command, f"pgbench failed for {name}")
     tps = re.search(r"^tps = ([0-9.]+)", out, re.MULTILINE)
     failed = re.search(r"^number of failed transactions: (\d+)", out, re.MULTILINE)
     if tps is None:
