@@ -1,7 +1,5 @@
 """The asyncpg pool, the one transaction helper, and the one place driver errors become API errors."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -11,7 +9,7 @@ from asyncpg import Connection, Pool
 from .errors import ApiError, log
 from .settings import Settings
 
-__all__ = ["Connection", "Pool", "connection", "create_pool", "transaction", "translate_errors"]
+__all__ = ["Connection", "Pool", "connection", "create_pool", "transaction", "translated"]
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.decode
@@ -73,18 +71,63 @@ async def create_pool(settings: Settings, dsn: str) -> Pool:
     return pool
 
 
-@asynccontextmanager
-async def transaction(pool: Pool) -> AsyncIterator[Connection]:
+class _Scope:
+    """`async with`: a pooled connection (optionally inside a transaction); driver errors become ApiErrors.
+
+    A plain class rather than stacked generator-based context managers: it is entered on every request.
+    """
+
+    __slots__ = ("_acquire", "_in_transaction", "_transaction")
+
+    def __init__(self, pool: Pool, in_transaction: bool) -> None:
+        self._acquire = pool.acquire()
+        self._in_transaction = in_transaction
+        self._transaction: Any = None
+
+    async def __aenter__(self) -> Connection:
+        try:
+            conn: Connection = await self._acquire.__aenter__()
+        except Exception as exc:
+            _raise_translated(exc)
+            raise
+        if self._in_transaction:
+            self._transaction = conn.transaction()
+            try:
+                await self._transaction.start()
+            except BaseException as exc:
+                await self._acquire.__aexit__(type(exc), exc, exc.__traceback__)
+                _raise_translated(exc)
+                raise
+        return conn
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            try:
+                if self._transaction is not None:
+                    await (self._transaction.rollback() if exc is not None else self._transaction.commit())
+            finally:
+                await self._acquire.__aexit__(exc_type, exc, tb)
+        except Exception as failure:
+            _raise_translated(failure)
+            raise
+        if exc is not None:
+            _raise_translated(exc)  # otherwise the original exception carries on
+
+
+def _raise_translated(exc: BaseException) -> None:
+    mapped = translated(exc)
+    if mapped is not exc:
+        raise mapped from None
+
+
+def transaction(pool: Pool) -> _Scope:
     """A connection inside one transaction, with driver errors translated."""
-    async with translate_errors(), pool.acquire() as conn, conn.transaction():
-        yield conn
+    return _Scope(pool, in_transaction=True)
 
 
-@asynccontextmanager
-async def connection(pool: Pool) -> AsyncIterator[Connection]:
+def connection(pool: Pool) -> _Scope:
     """A pooled connection in autocommit, for single statements, with driver errors translated."""
-    async with translate_errors(), pool.acquire() as conn:
-        yield conn
+    return _Scope(pool, in_transaction=False)
 
 
 _BY_CONSTRAINT: dict[str, tuple[int, str, dict[str, Any]]] = {
@@ -105,43 +148,41 @@ _BY_CONSTRAINT: dict[str, tuple[int, str, dict[str, Any]]] = {
 _RETRY_LATER = {"Retry-After": "1"}
 
 
-@asynccontextmanager
-async def translate_errors() -> AsyncIterator[None]:
-    """Map driver errors a client can cause (or wait out) to API errors, by constraint name or SQLSTATE."""
-    try:
-        yield
-    except asyncpg.IntegrityConstraintViolationError as exc:
-        mapped = _BY_CONSTRAINT.get(getattr(exc, "constraint_name", None) or "")
-        if mapped is None:
-            raise
+def translated(exc: BaseException) -> BaseException:
+    """The API error for a driver error a client can cause (or wait out), by constraint name or SQLSTATE;
+    anything else comes back unchanged (and ends as a logged 500)."""
+    mapped = _BY_CONSTRAINT.get(getattr(exc, "constraint_name", None) or "")
+    if mapped is not None and isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         status, message, details = mapped
-        raise ApiError(status, message, details or None) from None
-    except asyncpg.LockNotAvailableError:
-        raise ApiError(
+        return ApiError(status, message, details or None)
+    if isinstance(exc, asyncpg.LockNotAvailableError):
+        return ApiError(
             409,
             "a concurrent request on the same resource is still in progress; retry shortly",
             {"reason": "request_in_progress"},
             _RETRY_LATER,
-        ) from None
-    except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
-        raise ApiError(
-            409, "concurrent update; retry", {"reason": "request_in_progress"}, _RETRY_LATER
-        ) from None
-    except (
-        OSError,
-        TimeoutError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.ConnectionDoesNotExistError,
-        asyncpg.InterfaceError,
-        asyncpg.QueryCanceledError,
-        asyncpg.TooManyConnectionsError,
-        asyncpg.AdminShutdownError,
-        # Refused at connect: the database was dropped (3D000) or is not accepting connections (55000;
-        # its subclass 55P03 lock_not_available is a 409 above).
-        asyncpg.InvalidCatalogNameError,
-        asyncpg.ObjectNotInPrerequisiteStateError,
-        # A pooled connection whose server went away while it sat idle is left mid-protocol.
-        asyncpg.exceptions.InternalClientError,
-    ) as exc:
+        )
+    if isinstance(exc, (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)):
+        return ApiError(409, "concurrent update; retry", {"reason": "request_in_progress"}, _RETRY_LATER)
+    if isinstance(exc, _UNAVAILABLE):
         log.warning("database unavailable: %s", type(exc).__name__)
-        raise ApiError(503, "the database is unavailable; retry shortly", headers=_RETRY_LATER) from None
+        return ApiError(503, "the database is unavailable; retry shortly", headers=_RETRY_LATER)
+    return exc
+
+
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.QueryCanceledError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    # Refused at connect: the database was dropped (3D000) or is not accepting connections (55000;
+    # its subclass 55P03 lock_not_available is a 409 above).
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.ObjectNotInPrerequisiteStateError,
+    # A pooled connection whose server went away while it sat idle is left mid-protocol.
+    asyncpg.exceptions.InternalClientError,
+)

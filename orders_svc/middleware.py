@@ -1,9 +1,9 @@
 """Request id, the request log line, and the last line of defence against unplanned errors."""
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,7 +24,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming_id(scope) or uuid.uuid4().hex
+        rid = _incoming_id(scope) or os.urandom(16).hex()  # as random as uuid4().hex, cheaper
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
