@@ -12,3 +12,6 @@ $$;
 CREATE TRIGGER outbox_notify_on_insert
     AFTER INSERT ON outbox
     FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+
+CREATE INDEX outbox_unpublished_idx ON outbox (created_at, id) WHERE published_at IS NULL;
+DROP INDEX outbox_pending_idx;

@@ -55,3 +55,25 @@ async def test_published_and_dead_events_do_not_count_as_pending(fresh_database_
         await _insert_event(conn)  # only published and dead events before it: notifies
 
     assert await _notifications_after(fresh_database_url, after_settled) == 3
+
+
+async def test_the_pending_check_reads_the_front_of_an_index_however_long_the_backlog(fresh_database_url):
+    # The same SELECT as the trigger's, over a backlog the statistics have not seen yet (no ANALYZE):
+    # an ordered index scan that stops at the first entry, never a scan and sort of the whole backlog.
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, payload) "
+            "SELECT gen_random_uuid(), 'orders.closed', gen_random_uuid(), 3, 't', '{}' "
+            "FROM generate_series(1, 20000)"
+        )
+        rows = await conn.fetch(
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT created_at FROM outbox "
+            "WHERE published_at IS NULL AND dead_at IS NULL ORDER BY created_at, id LIMIT 1"
+        )
+    finally:
+        await conn.close()
+    plan = "\n".join(r[0] for r in rows)
+    assert "outbox_pending_idx" in plan, plan
+    assert "Sort" not in plan, plan
+    assert "Bitmap" not in plan, plan
