@@ -2,6 +2,7 @@
 
 import logging
 import sys
+import threading
 import time
 from contextvars import ContextVar
 from typing import Any
@@ -63,8 +64,65 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that batches lines: one write per `interval` rather than one per request.
+
+    A write system call per request line cost about a third of a read request's CPU under load. Lines wait at
+    most `interval` seconds (a daemon thread writes them), or until `max_pending` characters are waiting;
+    a warning or an error is written at once together with everything before it, and close() (run by
+    logging at exit) writes what is left. A process killed outright loses at most `interval` of INFO lines.
+    """
+
+    def __init__(self, stream: Any, interval: float = 0.2, max_pending: int = 256 * 1024) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._size = 0
+        self._interval = interval
+        self._max_pending = max_pending
+        self._closed = threading.Event()
+        threading.Thread(target=self._flush_periodically, name="log-flush", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        self._size += len(line)
+        if record.levelno >= logging.WARNING or self._size >= self._max_pending:
+            self._write_pending()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.flush()
+        super().close()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        text = self.terminator.join(self._pending) + self.terminator
+        self._pending.clear()
+        self._size = 0
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:
+            self.handleError(
+                logging.LogRecord("orders_svc", logging.ERROR, "", 0, "log write failed", None, None)
+            )
+
+    def _flush_periodically(self) -> None:
+        while not self._closed.wait(self._interval):
+            self.flush()
+
+
 def configure(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BufferedStreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,11 +1,13 @@
 """One structured log line per request, carrying the request id, route, status, duration and tenant."""
 
+import io
 import json
 import logging
+import time
 
 import pytest
 
-from orders_svc.logs import JsonFormatter
+from orders_svc.logs import BufferedStreamHandler, JsonFormatter
 
 from helpers import create
 
@@ -48,3 +50,52 @@ async def test_unknown_routes_are_logged_without_a_route_template(client, reques
     assert line["route"] is None
     assert line["path"] == "/nope"
     assert line["status"] == 404
+
+
+def _record(level: int, msg: str) -> logging.LogRecord:
+    return logging.LogRecord("orders_svc.request", level, __file__, 1, msg, None, None)
+
+
+def test_info_lines_are_batched_and_written_by_the_flusher_within_its_interval():
+    stream = io.StringIO()
+    handler = BufferedStreamHandler(stream, interval=0.05)
+    try:
+        handler.handle(_record(logging.INFO, "one"))
+        handler.handle(_record(logging.INFO, "two"))
+        assert stream.getvalue() == ""  # not one write per request line
+        deadline = time.monotonic() + 5
+        while stream.getvalue() != "one\ntwo\n" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stream.getvalue() == "one\ntwo\n"
+    finally:
+        handler.close()
+
+
+def test_a_warning_is_written_at_once_after_the_lines_before_it():
+    stream = io.StringIO()
+    handler = BufferedStreamHandler(stream, interval=60)
+    try:
+        handler.handle(_record(logging.INFO, "request"))
+        handler.handle(_record(logging.WARNING, "database unavailable"))
+        assert stream.getvalue() == "request\ndatabase unavailable\n"
+    finally:
+        handler.close()
+
+
+def test_closing_the_handler_writes_what_is_pending():
+    stream = io.StringIO()
+    handler = BufferedStreamHandler(stream, interval=60)
+    handler.handle(_record(logging.INFO, "last words"))
+    handler.close()
+    assert stream.getvalue() == "last words\n"
+
+
+def test_a_full_buffer_is_written_without_waiting_for_the_interval():
+    stream = io.StringIO()
+    handler = BufferedStreamHandler(stream, interval=60, max_pending=10)
+    try:
+        for i in range(3):
+            handler.handle(_record(logging.INFO, f"line-{i}"))
+        assert stream.getvalue().startswith("line-0\nline-1\n")
+    finally:
+        handler.close()
