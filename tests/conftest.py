@@ -26,6 +26,8 @@ from orders_svc import migrate
 from orders_svc.app import create_app
 from orders_svc.settings import Settings
 
+from support import app_client
+
 
 def _docker_answers() -> bool:
     # A failed probe leaves docker-py's unix socket to the garbage collector. Collect it here, where its
@@ -170,31 +172,21 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     """A pool of its own for asserting on rows, independent of the app's."""
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
-    assert pool is not None
-    yield pool
-    await pool.close()
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=5) as pool:
+        yield pool
 
 
 @pytest.fixture
 async def fresh_db(fresh_database_url: str) -> AsyncIterator[asyncpg.Pool]:
     """A pool on this test's own database, for asserting on whole tables."""
-    pool = await asyncpg.create_pool(fresh_database_url, min_size=1, max_size=5)
-    assert pool is not None
-    yield pool
-    await pool.close()
+    async with asyncpg.create_pool(fresh_database_url, min_size=1, max_size=5) as pool:
+        yield pool
 
 
 @pytest.fixture
 async def fresh_client(fresh_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client for an app of its own on this test's own database (lifespan running)."""
-    application = create_app(test_settings(fresh_database_url))
-    async with (
-        application.router.lifespan_context(application),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=application), base_url="http://orders.test"
-        ) as http,
-    ):
+    async with app_client(test_settings(fresh_database_url)) as http:
         yield http
 
 
