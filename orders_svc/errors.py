@@ -93,9 +93,3 @@ def allowed_methods(request: Request) -> str:
             # A Route lists its methods; the one Mount serves the docs' static files, GET and HEAD.
             methods |= (route.methods if isinstance(route, Route) else None) or {"GET", "HEAD"}
     return ", ".join(sorted(methods))
-
-
-async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
-    """Anything unplanned: logged with its traceback, answered without internals."""
-    log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
-    return error_response(500, "internal error")
