@@ -239,3 +239,17 @@ async def test_the_real_server_parses_curl_style_form_bodies_and_refuses_big_one
         chunked = await http.post("/orders", headers=keyed(tenant), content=chunks())
         assert_error(chunked, 413, "payload_too_large")
     assert await count_orders(db, tenant) == 1
+
+
+async def test_the_real_server_does_not_name_its_software_and_ignores_forwarded_headers(live_server, tenant):
+    """No `server: uvicorn` for scanners to key on; X-Forwarded-* change nothing the service answers."""
+    forwarded = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-For": "203.0.113.9",
+        "X-Forwarded-Host": "evil.test",
+    }
+    async with httpx.AsyncClient(base_url=live_server) as http:
+        created = await http.post("/orders", headers=keyed(tenant, **forwarded))
+    assert created.status_code == 201, created.text
+    assert "server" not in created.headers
+    assert created.headers["location"] == f"/orders/{created.json()['id']}"
