@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run relay nats test lint fmt demo bench clean
+.PHONY: install run relay nats watch test lint fmt demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ relay: install
 
 nats: install
 	$(BIN)/nats-server -js -sd .nats
+
+## Print the events arriving on NATS (ARGS=--all to replay the stream first)
+watch: install
+	$(BIN)/python scripts/watch_events.py $(ARGS)
 
 ## Run the whole test suite against a real PostgreSQL (see README: which one)
 test: install

@@ -508,3 +508,41 @@ async def test_an_event_committed_while_the_relay_publishes_goes_out_without_a_n
         publisher.gate.set()
         await wait_for(lambda: _published_count(fresh_db, 2), timeout=10)
     assert len(publisher.accepted) == 2
+
+
+async def test_watch_script_waits_for_the_stream_then_prints_each_new_event(
+    fresh_client, fresh_db, fresh_database_url, nats_server, tenant
+):
+    """scripts/watch_events.py (`make watch`), started before any relay created the stream."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "watch_events.py"
+    watcher = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        "--url",
+        nats_server.url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert watcher.stdout is not None
+
+    async def next_line() -> str:
+        return (await asyncio.wait_for(watcher.stdout.readline(), 20)).decode()
+
+    try:
+        assert (await next_line()).startswith("waiting for the ORDERS stream")
+        publisher = await NatsPublisher.connect(nats_server.url, 1.0)
+        async with running(
+            Relay(relay_settings(fresh_database_url, nats_server.url), fresh_database_url, publisher)
+        ):
+            assert (await next_line()).startswith("watching orders.>")
+            [order] = await close_orders(fresh_client, tenant, 1)
+            event_line, payload_line = await next_line(), await next_line()
+            await wait_for(lambda: all_published(fresh_db))
+        await publisher.close()
+    finally:
+        watcher.terminate()
+        await watcher.wait()
+    event_id = await fresh_db.fetchval("SELECT id FROM outbox")
+    assert f" orders.closed  Nats-Msg-Id={event_id} " in event_line
+    assert f"Orders-Tenant-Id={tenant}" in event_line and "ms after the close)" in event_line
+    assert json.loads(payload_line)["orderId"] == order["id"]
