@@ -1,12 +1,20 @@
-"""Every migration applies, rolls back and re-applies; the schema has the constraints the contract names."""
+"""Every migration applies, rolls back and re-applies; the schema has the constraints the contract names.
+
+The schema is the migrations' alone (the service never creates it), and pages are keyset index range scans.
+"""
+
+import json
+import uuid
 
 import asyncpg
 import pytest
 
-from orders_svc import migrate
+from orders_svc import migrate, queries
 from orders_svc.resources import migrations_dir
 
 from conftest import public_tables
+from conftest import test_settings as settings_for
+from support import app_client
 
 TABLES = {"orders", "outbox", "idempotency_keys"}
 
@@ -77,12 +85,85 @@ async def test_keyset_index_matches_the_list_order(db):
     assert "(tenant_id, created_at DESC, id DESC)" in definition
 
 
-async def test_list_query_is_an_index_range_scan_without_sort(db):
-    rows = await db.fetch(
-        "EXPLAIN SELECT id FROM orders WHERE tenant_id = 't' "
-        "AND (created_at, id) < (now(), '00000000-0000-0000-0000-000000000000') "
-        "ORDER BY created_at DESC, id DESC LIMIT 11"
+async def seed_orders(pool: asyncpg.Pool, tenant: str, count: int) -> None:
+    """`count` orders of `tenant`, a second apart, among as many of other tenants; then fresh statistics."""
+    await pool.execute(
+        "INSERT INTO orders (id, tenant_id, created_at) "
+        "SELECT gen_random_uuid(), CASE WHEN n % 2 = 0 THEN $1 ELSE 'other-' || n % 7 END, "
+        "now() - n * interval '1 second' FROM generate_series(1, $2 * 2) AS n",
+        tenant,
+        count,
     )
-    text = "\n".join(r[0] for r in rows)
-    assert "orders_tenant_keyset_idx" in text
-    assert "Sort" not in text
+    await pool.execute("ANALYZE orders")
+
+
+def plan_nodes(plan: dict) -> list[dict]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in plan_nodes(child))]
+
+
+async def test_the_services_list_statements_are_index_range_scans_without_sort(fresh_db):
+    """EXPLAIN of the exact statements GET /orders runs, with real parameters, after ANALYZE."""
+    tenant = "t-explain"
+    await seed_orders(fresh_db, tenant, 300)
+    middle = await fresh_db.fetchrow(
+        "SELECT created_at, id FROM orders WHERE tenant_id = $1 "
+        "ORDER BY created_at DESC, id DESC OFFSET 150 LIMIT 1",
+        tenant,
+    )
+    statements = {
+        "first": (queries.LIST_ORDERS_FIRST, (tenant, 11)),
+        "after": (queries.LIST_ORDERS_AFTER, (tenant, middle["created_at"], middle["id"], 11)),
+    }
+    for name, (statement, args) in statements.items():
+        [plan] = json.loads(await fresh_db.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *args))
+        nodes = plan_nodes(plan["Plan"])
+        kinds = [node["Node Type"] for node in nodes]
+        assert not {"Sort", "Incremental Sort", "Seq Scan"} & set(kinds), (name, kinds)
+        [scan] = [node for node in nodes if node["Node Type"] == "Index Scan"]
+        assert scan["Index Name"] == "orders_tenant_keyset_idx", (name, scan)
+        condition = scan["Index Cond"]
+        assert "tenant_id" in condition, (name, condition)
+        if name == "after":
+            # The keyset position bounds the range scan itself; it is not a filter over rows walked past.
+            assert "ROW(created_at, id) < ROW(" in condition, condition
+            assert "Filter" not in scan, scan
+
+
+async def schema_objects(dsn: str) -> list[str]:
+    """Every relation (table, index, sequence, view) and function in the public schema, yoyo's included."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' "
+            "UNION ALL SELECT p.proname FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'public'"
+        )
+    finally:
+        await conn.close()
+    return [row[0] for row in rows]
+
+
+async def test_the_service_creates_no_tables_on_an_unmigrated_database(empty_database_url):
+    """Schema changes are the migrations' job: start-up and every endpoint leave an empty database empty.
+
+    Operational endpoints still answer (the database is reachable); order endpoints a bare 500 envelope.
+    """
+    order_id = uuid.uuid4()
+    writes = {"Idempotency-Key": "k", "If-Match": '"1"'}
+    async with app_client(settings_for(empty_database_url)) as http:
+        for path in ("/healthz", "/readyz"):
+            assert (await http.get(path)).status_code == 200
+        for method, path in [
+            ("POST", "/orders"),
+            ("GET", "/orders"),
+            ("GET", f"/orders/{order_id}"),
+            ("PATCH", f"/orders/{order_id}"),
+            ("PATCH", f"/orders/{order_id}/confirm"),
+            ("POST", f"/orders/{order_id}/close"),
+        ]:
+            body = {"totalCents": 1} if method == "PATCH" else None
+            response = await http.request(method, path, headers={"X-Tenant-Id": "t", **writes}, json=body)
+            assert response.status_code == 500, (method, path, response.text)
+            assert response.json() == {"code": "internal_error", "message": "internal error"}
+    assert await schema_objects(empty_database_url) == []
