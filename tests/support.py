@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from orders_svc.app import create_app
 from orders_svc.schemas import rfc3339
@@ -49,6 +50,24 @@ async def count_orders(db: asyncpg.Pool, tenant: str) -> int:
 
 async def count_keys(db: asyncpg.Pool, tenant: str) -> int:
     return int(await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE tenant_id = $1", tenant))
+
+
+# Idempotency-Key values the contract refuses (1-255 printable ASCII after one pair of quotes is stripped).
+BAD_KEYS = pytest.mark.parametrize(
+    "bad_key",
+    ["k" * 256, "non\x01printable", '""', b"caf\xe9"],
+    ids=["256-chars", "control-char", "empty-quoted", "latin-1"],
+)
+
+
+async def expire_key(db: asyncpg.Pool, tenant: str, key: str) -> None:
+    """Back-date a key's expiry, as if its lifetime had passed."""
+    await db.execute(
+        "UPDATE idempotency_keys SET expires_at = now() - interval '1 second' "
+        "WHERE tenant_id = $1 AND key = $2",
+        tenant,
+        key,
+    )
 
 
 async def outbox_rows(db: asyncpg.Pool, order_id: str) -> list[asyncpg.Record]:

@@ -8,7 +8,16 @@ import pytest
 
 from conftest import test_settings as settings_for
 from helpers import close, confirmed_id, create_id, tenant_headers
-from support import app_client, assert_error, assert_order, order_row, outbox_rows
+from support import (
+    BAD_KEYS,
+    app_client,
+    assert_error,
+    assert_order,
+    count_keys,
+    expire_key,
+    order_row,
+    outbox_rows,
+)
 
 
 async def assert_not_closed(db, order_id: str, version: int, status: str) -> None:
@@ -145,3 +154,41 @@ async def test_a_close_whose_outbox_write_fails_leaves_the_order_confirmed_and_n
         retried = await close(http, tenant, order_id, **{"Idempotency-Key": "k"})
         assert_order(retried, 200, await order_row(db, order_id))
         assert len(await outbox_rows(db, order_id)) == 1
+
+
+@BAD_KEYS
+async def test_close_with_an_invalid_idempotency_key_returns_400_and_writes_nothing(
+    client, tenant, db, bad_key
+):
+    order_id = await confirmed_id(client, tenant)
+    response = await close(client, tenant, order_id, **{"Idempotency-Key": bad_key})
+    assert_error(response, 400, "bad_request")
+    await assert_not_closed(db, order_id, 2, "confirmed")
+    assert await count_keys(db, tenant) == 1  # the create's own key; the close claimed none
+
+
+async def test_a_quoted_idempotency_key_on_close_is_the_same_key_as_the_bare_one(client, tenant, db):
+    order_id = await confirmed_id(client, tenant)
+    first = await close(client, tenant, order_id, **{"Idempotency-Key": '"abc"'})
+    retry = await close(client, tenant, order_id, **{"Idempotency-Key": "abc"})
+    assert first.status_code == 200 and "idempotent-replayed" not in first.headers, first.text
+    assert retry.status_code == 200 and retry.headers["idempotent-replayed"] == "true", retry.text
+    assert retry.content == first.content and len(await outbox_rows(db, order_id)) == 1
+    keys = await db.fetch(
+        "SELECT key FROM idempotency_keys WHERE tenant_id = $1 AND key LIKE '%abc%'", tenant
+    )
+    assert [row["key"] for row in keys] == ["abc"]
+
+
+async def test_an_expired_close_key_is_taken_over_by_the_next_request_with_it(client, tenant, db):
+    first_id, second_id = await confirmed_id(client, tenant), await confirmed_id(client, tenant)
+    assert (await close(client, tenant, first_id, **{"Idempotency-Key": "k"})).status_code == 200
+    await expire_key(db, tenant, "k")
+    # A live key would refuse this other request (idempotency_key_reused); an expired one runs it afresh.
+    second = await close(client, tenant, second_id, **{"Idempotency-Key": "k"})
+    assert_order(second, 200, await order_row(db, second_id))
+    assert "idempotent-replayed" not in second.headers and second.json()["status"] == "closed"
+    retry = await close(client, tenant, second_id, **{"Idempotency-Key": "k"})
+    assert retry.status_code == 200 and retry.headers["idempotent-replayed"] == "true"
+    assert retry.content == second.content
+    assert len(await outbox_rows(db, first_id)) == 1 and len(await outbox_rows(db, second_id)) == 1

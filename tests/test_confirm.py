@@ -6,8 +6,17 @@ import asyncpg
 import pytest
 
 from conftest import test_settings as settings_for
-from helpers import confirm, confirmed_id, create_id, tenant_headers
-from support import app_client, assert_error, assert_order, count_keys, order_row
+from helpers import close, confirm, confirmed_id, create_id, tenant_headers
+from support import (
+    BAD_KEYS,
+    app_client,
+    assert_error,
+    assert_order,
+    count_keys,
+    expire_key,
+    order_row,
+    outbox_rows,
+)
 
 PATHS = pytest.mark.parametrize("path", ["/orders/{id}/confirm", "/orders/{id}"], ids=["confirm", "bare"])
 
@@ -92,6 +101,20 @@ async def test_confirming_a_confirmed_order_at_its_current_version_returns_409_i
     assert_error(response, 409, "conflict", reason="invalid_transition")
     row = await order_row(db, order_id)
     assert row is not None and row["version"] == 2 and row["total_cents"] == 100
+
+
+@PATHS
+@pytest.mark.parametrize("if_match", ['"3"', "*"])
+async def test_confirming_a_closed_order_at_its_current_version_returns_409_invalid_transition(
+    client, tenant, db, path, if_match
+):
+    order_id = await confirmed_id(client, tenant, total=100)
+    assert (await close(client, tenant, order_id)).status_code == 200
+    response = await confirm(client, tenant, order_id, if_match=if_match, total=999, path=path)
+    assert_error(response, 409, "conflict", reason="invalid_transition")
+    row = await order_row(db, order_id)
+    assert row is not None and (row["status"], row["version"], row["total_cents"]) == ("closed", 3, 100)
+    assert len(await outbox_rows(db, order_id)) == 1
 
 
 @PATHS
@@ -220,3 +243,47 @@ async def test_if_match_split_over_two_header_lines_is_one_list(client, tenant, 
     response = await client.patch(f"/orders/{order_id}/confirm", headers=headers, json={"totalCents": 5})
     assert response.status_code == 200, response.text
     assert (await order_row(db, order_id))["version"] == 2
+
+
+@PATHS
+@BAD_KEYS
+async def test_confirm_with_an_invalid_idempotency_key_returns_400_and_changes_nothing(
+    client, tenant, db, path, bad_key
+):
+    order_id = await create_id(client, tenant)
+    response = await confirm(client, tenant, order_id, path=path, **{"Idempotency-Key": bad_key})
+    assert_error(response, 400, "bad_request")
+    await assert_unchanged(db, order_id)
+    assert await count_keys(db, tenant) == 1  # the create's own key; the confirm claimed none
+
+
+@PATHS
+async def test_a_quoted_idempotency_key_on_confirm_is_the_same_key_as_the_bare_one(client, tenant, db, path):
+    order_id = await create_id(client, tenant)
+    first = await confirm(client, tenant, order_id, path=path, **{"Idempotency-Key": '"abc"'})
+    retry = await confirm(client, tenant, order_id, path=path, **{"Idempotency-Key": "abc"})
+    assert first.status_code == 200 and "idempotent-replayed" not in first.headers, first.text
+    assert retry.status_code == 200 and retry.headers["idempotent-replayed"] == "true", retry.text
+    assert retry.content == first.content
+    await assert_unchanged(db, order_id, version=2, status="confirmed")
+    keys = await db.fetch(
+        "SELECT key FROM idempotency_keys WHERE tenant_id = $1 AND key LIKE '%abc%'", tenant
+    )
+    assert [row["key"] for row in keys] == ["abc"]
+
+
+async def test_an_expired_confirm_key_is_taken_over_by_the_next_request_with_it(client, tenant, db):
+    first_id, second_id = await create_id(client, tenant), await create_id(client, tenant)
+    first = await confirm(client, tenant, first_id, total=10, **{"Idempotency-Key": "k"})
+    assert first.status_code == 200, first.text
+    await expire_key(db, tenant, "k")
+    # A live key would refuse this other request (idempotency_key_reused); an expired one runs it afresh.
+    second = await confirm(client, tenant, second_id, total=20, **{"Idempotency-Key": "k"})
+    assert_order(second, 200, await order_row(db, second_id))
+    assert "idempotent-replayed" not in second.headers and second.json()["totalCents"] == 20
+    retry = await confirm(client, tenant, second_id, total=20, **{"Idempotency-Key": "k"})
+    assert retry.status_code == 200 and retry.headers["idempotent-replayed"] == "true"
+    assert retry.content == second.content
+    await assert_unchanged(db, second_id, version=2, status="confirmed")
+    row = await order_row(db, first_id)
+    assert row is not None and (row["version"], row["total_cents"]) == (2, 10)
