@@ -127,6 +127,27 @@ async def test_a_chunked_body_over_64_kib_without_content_length_returns_413(cli
     assert (await order_row(db, order_id))["status"] == "confirmed"
 
 
+@pytest.mark.parametrize("path", ["/orders/{id}/confirm", "/orders/{id}"], ids=["confirm", "bare"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_confirm_body_over_64_kib_returns_413_and_changes_nothing(client, tenant, db, path, chunked):
+    order_id = await create_id(client, tenant)
+    content = b'{"totalCents": 5}' + b" " * MAX_BODY  # valid JSON that would confirm, were it not too big
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(content), 4096):
+            yield content[start : start + 4096]
+
+    headers = tenant_headers(tenant, **{"If-Match": '"1"', "Idempotency-Key": "big"})
+    response = await client.patch(
+        path.format(id=order_id), headers=headers, content=chunks() if chunked else content
+    )
+    assert ("content-length" in response.request.headers) is not chunked
+    assert_error(response, 413, "payload_too_large")
+    row = await order_row(db, order_id)
+    assert row is not None and (row["status"], row["version"], row["total_cents"]) == ("draft", 1, None)
+    assert await count_keys(db, tenant) == 1  # the create's own key
+
+
 async def test_a_body_of_exactly_64_kib_is_accepted(client, tenant, db):
     content = b"{}" + b" " * (MAX_BODY - 2)
     response = await client.post("/orders", headers=keyed(tenant), content=content)

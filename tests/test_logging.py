@@ -5,11 +5,14 @@ import json
 import logging
 import time
 
+import asyncpg
 import pytest
 
 from orders_svc.logs import BufferedStreamHandler, JsonFormatter
 
-from helpers import create
+from conftest import test_settings as settings_for
+from helpers import confirmed_id, create, tenant_headers
+from support import app_client
 
 
 @pytest.fixture
@@ -50,6 +53,30 @@ async def test_unknown_routes_are_logged_without_a_route_template(client, reques
     assert line["route"] is None
     assert line["path"] == "/nope"
     assert line["status"] == 404
+
+
+async def test_every_line_of_a_failing_request_carries_its_request_id(fresh_database_url, caplog):
+    """The error line of a 500 (with its traceback) as well as the request line, not only the latter."""
+    tenant = "t-broken"
+    async with app_client(settings_for(fresh_database_url)) as http:
+        order_id = await confirmed_id(http, tenant)
+        async with asyncpg.create_pool(fresh_database_url, min_size=1, max_size=1) as db:
+            await db.execute("ALTER TABLE outbox RENAME TO outbox_gone")
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+        response = await http.post(
+            f"/orders/{order_id}/close", headers={**tenant_headers(tenant), "X-Request-ID": "r-500-log"}
+        )
+    assert response.status_code == 500 and response.headers["x-request-id"] == "r-500-log"
+    formatter = JsonFormatter()
+    served = [record for record in caplog.records if not record.name.startswith("httpx")]  # the client's own
+    lines = [json.loads(formatter.format(record)) for record in served]
+    assert [(line["level"], line["msg"]) for line in lines] == [
+        ("error", "unhandled error"),
+        ("info", "request"),
+    ]
+    assert [line.get("request_id") for line in lines] == ["r-500-log", "r-500-log"]
+    assert "outbox" in lines[0]["exc"] and lines[1]["status"] == 500
 
 
 def _record(level: int, msg: str) -> logging.LogRecord:

@@ -2,7 +2,9 @@
 
 import base64
 import json
+import re
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -52,6 +54,18 @@ async def test_list_of_15_orders_pages_into_10_then_5_newest_first(client, tenan
     assert [item["id"] for item in page["items"] + last["items"]] == await newest_first(db, tenant)
     for item in page["items"] + last["items"]:
         assert item["tenantId"] == tenant and item["status"] == "draft"
+
+
+async def test_next_cursor_is_base64url_json_of_the_last_items_timestamp_and_id(client, tenant, db):
+    await create_many(client, tenant, 4)
+    for limit in (1, 2, 3):
+        page = (await client.get("/orders", params={"limit": limit}, headers=tenant_headers(tenant))).json()
+        cursor, last = page["nextCursor"], page["items"][-1]
+        assert re.fullmatch(r"[A-Za-z0-9_-]+={0,2}", cursor), cursor  # the URL-safe alphabet
+        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        assert decoded == {"ts": last["createdAt"], "id": last["id"]}
+        row = await order_row(db, last["id"])
+        assert row is not None and datetime.fromisoformat(decoded["ts"]) == row["created_at"]  # to the µs
 
 
 async def test_list_returns_no_cursor_when_the_last_page_is_exactly_full(client, tenant):

@@ -1,5 +1,7 @@
 """Who is calling: X-Tenant-Id or a bearer JWT's tenant_id, decoded in dev mode and verified in jwt mode."""
 
+import random
+import string
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -118,6 +120,29 @@ async def test_tenant_ids_of_1_to_64_allowed_characters_are_accepted(client, db,
     await assert_created_for(await post(client, {"X-Tenant-Id": tenant}), tenant, db)
 
 
+TENANT_CHARS = string.ascii_letters + string.digits + "._:-"
+
+
+@pytest.mark.parametrize("length", [1, 64])
+async def test_tenant_ids_of_exactly_1_and_64_characters_create_and_read_their_orders(client, db, length):
+    tenant = "".join(random.choices(TENANT_CHARS, k=length))
+    response = await post(client, {"X-Tenant-Id": tenant})
+    await assert_created_for(response, tenant, db)
+    order_id = response.json()["id"]
+    got = await client.get(f"/orders/{order_id}", headers={"X-Tenant-Id": tenant})
+    assert got.status_code == 200 and got.json()["tenantId"] == tenant
+    listed = await client.get("/orders", params={"limit": 100}, headers={"X-Tenant-Id": tenant})
+    assert order_id in {item["id"] for item in listed.json()["items"]}
+
+
+async def test_a_tenant_id_of_65_characters_is_refused_on_writes_and_reads(client, db):
+    tenant = "".join(random.choices(TENANT_CHARS, k=65))
+    assert_error(await post(client, {"X-Tenant-Id": tenant}), 400, "bad_request")
+    assert_error(await client.get("/orders", headers={"X-Tenant-Id": tenant}), 400, "bad_request")
+    assert_error(await post(client, bearer(token({"tenant_id": tenant}))), 400, "bad_request")
+    assert await count_orders(db, tenant) == 0 and await count_orders(db, tenant[:64]) == 0
+
+
 # --- jwt mode: verified tokens only
 
 
@@ -220,6 +245,22 @@ async def test_jwt_mode_refuses_unsigned_and_foreign_algorithm_tokens(verified, 
     assert_unauthorized(await post(http, bearer(jwt.encode(claims, None, algorithm="none"))))
     other = "HS256" if signer.algorithm != "HS256" else "HS512"
     assert_unauthorized(await post(http, bearer(jwt.encode(claims, uuid.uuid4().hex * 2, algorithm=other))))
+
+
+@pytest.mark.parametrize("flaw", ["foreign-signature", "expired", "unsigned"])
+async def test_jwt_mode_refuses_an_invalid_token_even_with_a_matching_x_tenant_id(verified, tenant, db, flaw):
+    """No header bypasses a verified token: X-Tenant-Id naming the token's own tenant does not rescue it."""
+    http, signer = verified
+    claims = {"tenant_id": tenant, "exp": int(time.time()) + 300}
+    tokens = {
+        "foreign-signature": signed(signer, claims, key=signer.stranger),
+        "expired": signed(signer, {**claims, "exp": int(time.time()) - 60}),
+        "unsigned": bearer(jwt.encode(claims, None, algorithm="none")),
+    }
+    assert_unauthorized(await post(http, {"X-Tenant-Id": tenant, **tokens[flaw]}))
+    response = await http.get("/orders", headers={"X-Tenant-Id": tenant, **tokens[flaw]})
+    assert_unauthorized(response)
+    assert await count_orders(db, tenant) == 0
 
 
 @pytest.fixture(scope="module")
