@@ -19,10 +19,13 @@ from .errors import ApiError, api_error_handler, error_response, http_exception_
 from .logs import configure
 from .middleware import RequestContext
 from .openapi import SWAGGER_DIR, build_spec, docs_page
+from .resources import migration_ids
 from .settings import Settings
 from .tenancy import Authenticator
 
 _OK = msgspec.json.encode({"status": "ok"})
+_RETRY = {"Retry-After": "1"}
+_MIGRATIONS = migration_ids()
 
 
 async def healthz(_: Request) -> Response:
@@ -30,12 +33,22 @@ async def healthz(_: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready = the database answers and holds every migration this build ships: an unmigrated or older
+    schema would turn order requests into 500s. Migrations it does not know (a newer release's) are not its
+    concern."""
     try:
         async with asyncio.timeout(2):
             async with db.connection(request.app.state.pool) as conn:
-                await queries.ping(conn)
+                applied = await queries.applied_migrations(conn)
     except (ApiError, TimeoutError):
-        return error_response(503, "the database is not answering", headers={"Retry-After": "1"})
+        return error_response(503, "the database is not answering", headers=_RETRY)
+    missing = [m for m in _MIGRATIONS if m not in applied]
+    if missing:
+        message = (
+            f"the database schema lacks {len(missing)} migration(s) of this build: run `orders-svc migrate`"
+        )
+        details = {"reason": "schema_not_migrated", "missingMigrations": missing}
+        return error_response(503, message, details, headers=_RETRY)
     return handlers.json_response(_OK)
 
 

@@ -18,7 +18,8 @@ def yoyo_uri(dsn: str) -> str:
 
 
 @contextmanager
-def _backend(dsn: str) -> Iterator[Any]:
+def yoyo_backend(dsn: str) -> Iterator[Any]:
+    """yoyo's backend for the database, holding yoyo's migration lock."""
     backend = get_backend(yoyo_uri(dsn))
     try:
         with backend.lock():
@@ -29,7 +30,7 @@ def _backend(dsn: str) -> Iterator[Any]:
 
 def apply(dsn: str) -> int:
     """Apply every pending migration under yoyo's lock; returns how many were applied."""
-    with _backend(dsn) as backend:
+    with yoyo_backend(dsn) as backend:
         pending = backend.to_apply(read_migrations(str(migrations_dir())))
         backend.apply_migrations(pending)
     return len(pending)
@@ -37,7 +38,7 @@ def apply(dsn: str) -> int:
 
 def rollback_all(dsn: str) -> int:
     """Roll back every applied migration, newest first; returns how many were rolled back."""
-    with _backend(dsn) as backend:
+    with yoyo_backend(dsn) as backend:
         applied = backend.to_rollback(read_migrations(str(migrations_dir())))
         backend.rollback_migrations(applied)
     return len(applied)

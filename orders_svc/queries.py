@@ -4,6 +4,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+import asyncpg
+
 from .db import Connection
 from .resources import load_sql
 
@@ -18,7 +20,7 @@ LIST_ORDERS_AFTER = _SQL["list_orders_after"]
 SELECT_IDEMPOTENCY_KEY = _SQL["select_idempotency_key"]
 CLAIM_IDEMPOTENCY_KEY = _SQL["claim_idempotency_key"]
 STORE_IDEMPOTENT_RESPONSE = _SQL["store_idempotent_response"]
-PING = _SQL["ping"]
+APPLIED_MIGRATIONS = _SQL["applied_migrations"]
 
 
 class OrderRow(NamedTuple):
@@ -106,8 +108,12 @@ async def store_idempotent_response(
     await conn.execute(STORE_IDEMPOTENT_RESPONSE, tenant_id, key, status, headers, body)
 
 
-async def ping(conn: Connection) -> Any:
-    return await conn.fetchval(PING)
+async def applied_migrations(conn: Connection) -> set[str]:
+    """Migration ids yoyo recorded as applied; none when it never ran here (its table does not exist)."""
+    try:
+        return {row[0] for row in await conn.fetch(APPLIED_MIGRATIONS)}
+    except asyncpg.UndefinedTableError:
+        return set()
 
 
 # The outbox relay and housekeeping (sql/outbox.sql). The outbox is global: these are operator queries, not

@@ -24,6 +24,12 @@ def migrations_dir() -> Path:
     return _shipped("migrations")
 
 
+def migration_ids() -> list[str]:
+    """The ids yoyo records for the shipped migrations (file names without `.sql`), oldest first."""
+    files = migrations_dir().glob("*.sql")
+    return sorted(p.name.removesuffix(".sql") for p in files if not p.name.endswith(".rollback.sql"))
+
+
 def parse_sql_blocks(text: str, source: str) -> dict[str, LiteralString]:
     """Split `-- name: x` blocks; a duplicate name or an empty block is an error."""
     blocks: dict[str, LiteralString] = {}

@@ -9,6 +9,11 @@ import psycopg
 import pytest
 from psycopg import sql
 from starlette.routing import Route
+from yoyo import read_migrations
+
+from orders_svc import migrate
+from orders_svc.migrate import yoyo_backend
+from orders_svc.resources import migration_ids, migrations_dir
 
 from conftest import create_database, drop_database, free_port
 from conftest import test_settings as settings_for
@@ -152,3 +157,42 @@ async def test_readyz_follows_a_dropped_database_and_recovers_when_it_is_back(
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json", "/docs"])
 async def test_operational_endpoints_need_no_tenant(client, path):
     assert (await client.get(path)).status_code == 200
+
+
+MIGRATIONS = [
+    "0001_orders",
+    "0002_outbox",
+    "0003_idempotency_keys",
+    "0004_outbox_relay",
+    "0005_outbox_notify_on_idle",
+]
+
+
+def assert_not_migrated(response: httpx.Response, missing: list[str]) -> None:
+    assert_unavailable(response)
+    body = response.json()
+    assert body["details"] == {"reason": "schema_not_migrated", "missingMigrations": missing}
+    assert "orders-svc migrate" in body["message"]
+
+
+async def test_readyz_answers_503_until_the_database_is_migrated(empty_database_url):
+    """Reachable is not ready: an instance whose schema is missing would answer every order request with a
+    500, so it must not be sent traffic. Migrating it makes it ready without a restart."""
+    async with app_client(settings_for(empty_database_url)) as http:
+        assert_not_migrated(await http.get("/readyz"), MIGRATIONS)
+        assert (await http.get("/healthz")).status_code == 200
+        await asyncio.to_thread(migrate.apply, empty_database_url)
+        response = await http.get("/readyz")
+        assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_readyz_names_the_migrations_a_database_behind_this_build_lacks(fresh_database_url):
+    with yoyo_backend(fresh_database_url) as backend:
+        newest = backend.to_rollback(read_migrations(str(migrations_dir())))[:1]
+        backend.rollback_migrations(newest)
+    async with app_client(settings_for(fresh_database_url)) as http:
+        assert_not_migrated(await http.get("/readyz"), MIGRATIONS[-1:])
+
+
+def test_the_readiness_check_knows_every_shipped_migration():
+    assert migration_ids() == MIGRATIONS

@@ -66,7 +66,7 @@ def test_the_list_statements_use_neither_offset_nor_count(name):
 
 # The tables holding tenant data, and the files whose statements serve one tenant's requests. outbox.sql (the
 # relay and housekeeping) works across tenants by design: it publishes and purges for every tenant at once and
-# is not reachable from a request; health.sql touches no table.
+# is not reachable from a request; health.sql reads only yoyo's bookkeeping table.
 TENANT_TABLES = {"orders", "idempotency_keys", "outbox"}
 TENANT_FILES = {"orders.sql", "idempotency.sql"}
 CROSS_TENANT_FILES = {"outbox.sql", "health.sql"}
