@@ -40,8 +40,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil
 import psycopg
 
+from orders_svc.db import server_settings
 from orders_svc.pagination import encode_cursor
 from orders_svc.resources import load_sql
+from orders_svc.settings import Settings
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -416,10 +418,18 @@ class Result:
         return f"{cores / self.rps * 1e6:,.0f}" if self.rps and cores > 0.01 else ""
 
 
-def run_load(sampler: Sampler, command: list[str], failure: str) -> tuple[Window, str, str]:
+def run_load(
+    sampler: Sampler, command: list[str], failure: str, env: dict[str, str] | None = None
+) -> tuple[Window, str, str]:
     """Run a load generator to completion inside a sampling window (its own CPU counted as load)."""
     with sampler.window() as window:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env and {**os.environ, **env},
+        )
         sampler.load_pid = proc.pid
         out, err = proc.communicate()
         sampler.sample()
@@ -525,7 +535,10 @@ def run_pgbench(
     for key, value in variables.items():
         command += ["-D", f"{key}={value}"]
     command.append(dsn)
-    window, out, err = run_load(sampler, command, f"pgbench failed for {name}")
+    # The sessions plan statements as the service's do (plan_cache_mode from its pool's server settings).
+    plan_mode = server_settings(Settings.from_env({}), generic_plans=True)["plan_cache_mode"]
+    pgoptions = {"PGOPTIONS": f"-c plan_cache_mode={plan_mode}"}
+    window, out, err = run_load(sampler, command, f"pgbench failed for {name}", pgoptions)
     tps = re.search(r"^tps = ([0-9.]+)", out, re.MULTILINE)
     failed = re.search(r"^number of failed transactions: (\d+)", out, re.MULTILINE)
     if tps is None:

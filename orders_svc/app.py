@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.pool = await db.create_pool(settings, dsn)
+        app.state.pool = await db.create_pool(settings, dsn, generic_plans=True)
         try:
             yield
         finally:

@@ -5,6 +5,7 @@ The schema is the migrations' alone (the service never creates it), and pages ar
 
 import json
 import uuid
+from datetime import datetime
 
 import asyncpg
 import pytest
@@ -97,12 +98,22 @@ async def seed_orders(pool: asyncpg.Pool, tenant: str, count: int) -> None:
     await pool.execute("ANALYZE orders")
 
 
+def sql_literal(value: object) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "'" + (value.isoformat() if isinstance(value, datetime) else str(value)) + "'"
+
+
 def plan_nodes(plan: dict) -> list[dict]:
     return [plan, *(node for child in plan.get("Plans", []) for node in plan_nodes(child))]
 
 
-async def test_the_services_list_statements_are_index_range_scans_without_sort(fresh_db):
-    """EXPLAIN of the exact statements GET /orders runs, with real parameters, after ANALYZE."""
+@pytest.mark.parametrize("plan_cache_mode", ["auto", "force_generic_plan"])
+async def test_the_services_list_statements_are_index_range_scans_without_sort(
+    fresh_db, fresh_database_url, plan_cache_mode
+):
+    """EXPLAIN of the exact statements GET /orders runs, with real parameters, after ANALYZE: planned for
+    those values, and as the generic plan the service's sessions use (one plan for every tenant, cursor)."""
     tenant = "t-explain"
     await seed_orders(fresh_db, tenant, 300)
     middle = await fresh_db.fetchrow(
@@ -114,8 +125,18 @@ async def test_the_services_list_statements_are_index_range_scans_without_sort(f
         "first": (queries.LIST_ORDERS_FIRST, (tenant, 11)),
         "after": (queries.LIST_ORDERS_AFTER, (tenant, middle["created_at"], middle["id"], 11)),
     }
-    for name, (statement, args) in statements.items():
-        [plan] = json.loads(await fresh_db.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *args))
+    conn = await asyncpg.connect(fresh_database_url, server_settings={"plan_cache_mode": plan_cache_mode})
+    try:
+        plans = {}
+        for name, (statement, args) in statements.items():
+            await conn.execute(f"PREPARE {name} AS {statement}")
+            # EXECUTE inside EXPLAIN takes no bind parameters: the (test-made) values go in as literals.
+            literals = ", ".join(sql_literal(a) for a in args)
+            plans[name] = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {name}({literals})")
+    finally:
+        await conn.close()
+    for name, text in plans.items():
+        [plan] = json.loads(text)
         nodes = plan_nodes(plan["Plan"])
         kinds = [node["Node Type"] for node in nodes]
         assert not {"Sort", "Incremental Sort", "Seq Scan"} & set(kinds), (name, kinds)
@@ -127,6 +148,27 @@ async def test_the_services_list_statements_are_index_range_scans_without_sort(f
             # The keyset position bounds the range scan itself; it is not a filter over rows walked past.
             assert "ROW(created_at, id) < ROW(" in condition, condition
             assert "Filter" not in scan, scan
+
+
+async def test_the_services_sessions_plan_each_statement_once_not_per_request(app, tenant):
+    """The API's pool sets plan_cache_mode=force_generic_plan: every execution of a prepared statement reuses
+    its one plan. Under the default, PostgreSQL re-planned the list statements on every request (their
+    generic plan's estimate never won), which cost more than executing them."""
+    async with app.state.pool.acquire() as conn:
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        for _ in range(8):
+            [newest] = await queries.list_orders(conn, tenant, None, 1) or [None]
+            await queries.select_order(conn, tenant, uuid.uuid4())
+            if newest is not None:
+                await queries.list_orders(conn, tenant, (newest.created_at, newest.id), 1)
+        rows = await conn.fetch(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement = ANY($1)",
+            [queries.LIST_ORDERS_FIRST, queries.SELECT_ORDER],
+        )
+    assert {row["statement"] for row in rows} == {queries.LIST_ORDERS_FIRST, queries.SELECT_ORDER}
+    for row in rows:
+        assert row["custom_plans"] == 0 and row["generic_plans"] >= 8, dict(row)
 
 
 async def schema_objects(dsn: str) -> list[str]:
