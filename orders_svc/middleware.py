@@ -8,7 +8,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_response
-from .logs import request_id
+from .logs import log_request, request_id
 
 log = logging.getLogger("orders_svc.request")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -47,9 +47,9 @@ class RequestContext:
                 await error_response(500, "internal error")(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
-            log.info(
-                "request",
-                extra={
+            log_request(
+                log,
+                {
                     "method": scope["method"],
                     "route": getattr(route, "path", None),
                     "path": scope["path"],

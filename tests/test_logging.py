@@ -3,11 +3,14 @@
 import io
 import json
 import logging
+import logging.handlers
+import re
 import time
 
 import asyncpg
 import pytest
 
+from orders_svc import logs
 from orders_svc.logs import BufferedStreamHandler, JsonFormatter
 
 from conftest import test_settings as settings_for
@@ -126,3 +129,92 @@ def test_a_full_buffer_is_written_without_waiting_for_the_interval():
         assert stream.getvalue().startswith("line-0\nline-1\n")
     finally:
         handler.close()
+
+
+def keyed(tenant: str, request_id: str) -> dict[str, str]:
+    return tenant_headers(tenant, **{"Idempotency-Key": request_id, "X-Request-ID": request_id})
+
+
+@pytest.fixture
+def service_logging():
+    """The service's own logging set-up (configure) on a StringIO; the root logger restored after."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logs._installed, logging.logThreads, logging._srcfile)
+    stream = io.StringIO()
+    logs.configure("INFO", "json", stream)
+    try:
+        yield stream, root.handlers[0]
+    finally:
+        root.handlers[0].close()
+        root.handlers[:], level, logs._installed, logging.logThreads, logging._srcfile = saved
+        root.setLevel(level)
+
+
+async def test_request_lines_skip_the_log_record_when_only_the_json_handler_listens(
+    client, tenant, service_logging
+):
+    """The direct path writes the line the logging path would: same fields, same order, same request id."""
+    stream, handler = service_logging
+    made: list[str] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args, **kwargs):
+        record = factory(*args, **kwargs)
+        made.append(record.name)
+        return record
+
+    root = logging.getLogger()
+    pytest_handlers = root.handlers[:]  # pytest adds its capture handlers for the test's call phase
+    root.handlers[:] = [handler]
+    logging.setLogRecordFactory(counting)
+    try:
+        response = await client.post("/orders", headers=keyed(tenant, "direct-1"))
+    finally:
+        logging.setLogRecordFactory(factory)
+        root.handlers[:] = pytest_handlers
+    assert response.status_code == 201
+    assert "orders_svc.request" not in made  # no LogRecord was built for the request line
+    handler.flush()
+    [direct] = [json.loads(line) for line in stream.getvalue().splitlines() if '"direct-1"' in line]
+
+    fields = {k: direct[k] for k in ("method", "route", "path", "status", "duration_ms", "tenant")}
+    record = logging.getLogger("orders_svc.request").makeRecord(
+        "orders_svc.request", logging.INFO, __file__, 1, "request", None, None, extra=fields
+    )
+    record.request_id = "direct-1"
+    via_logging = json.loads(handler.formatter.format(record))
+    assert list(direct) == list(via_logging)
+    assert {k: v for k, v in direct.items() if k != "ts"} == {
+        k: v for k, v in via_logging.items() if k != "ts"
+    }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", direct["ts"])
+    assert direct["tenant"] == tenant and direct["status"] == 201 and direct["route"] == "/orders"
+
+
+async def test_request_lines_go_through_logging_when_another_handler_listens(client, tenant, service_logging):
+    stream, handler = service_logging
+    extra = logging.handlers.BufferingHandler(100)
+    logging.getLogger("orders_svc").addHandler(extra)
+    try:
+        response = await client.post("/orders", headers=keyed(tenant, "shared-1"))
+    finally:
+        logging.getLogger("orders_svc").removeHandler(extra)
+    assert response.status_code == 201
+    [record] = [r for r in extra.buffer if r.name == "orders_svc.request"]
+    assert record.request_id == "shared-1" and record.status == 201
+    handler.flush()
+    assert sum('"shared-1"' in line for line in stream.getvalue().splitlines()) == 1  # and once on the stream
+
+
+def test_uvicorns_terminal_colour_copy_of_a_message_is_left_out():
+    record = logging.getLogger("uvicorn.error").makeRecord(
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        "Started",
+        None,
+        None,
+        extra={"color_message": "\x1b[1mStarted"},
+    )
+    assert "color_message" not in json.loads(JsonFormatter().format(record))
