@@ -86,6 +86,17 @@ async def test_keyset_index_matches_the_list_order(db):
     assert "(tenant_id, created_at DESC, id DESC)" in definition
 
 
+async def test_idempotency_keys_are_unique_per_tenant_and_key(db):
+    """The primary key is (tenant_id, key): keys are scoped per tenant and one claim per key can exist."""
+    columns = await db.fetch(
+        "SELECT a.attname FROM pg_index AS i "
+        "JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k (attnum, n) ON true "
+        "JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE i.indrelid = 'idempotency_keys'::regclass AND i.indisprimary ORDER BY k.n"
+    )
+    assert [c["attname"] for c in columns] == ["tenant_id", "key"]
+
+
 async def seed_orders(pool: asyncpg.Pool, tenant: str, count: int) -> None:
     """`count` orders of `tenant`, a second apart, among as many of other tenants; then fresh statistics."""
     await pool.execute(

@@ -420,3 +420,49 @@ async def test_keyed_requests_of_one_tenant_never_wait_for_another_tenants_key(d
             assert await counts(db, other) == (1, 1)
         await tx.rollback()
         assert await counts(db, held_by) == (0, 0)
+
+
+async def queued_on_a_row_lock(db: asyncpg.Pool, deadline_s: float = 10) -> None:
+    """Until one of the service's statements waits for a row lock (pg_stat_activity), or fail."""
+    for _ in range(int(deadline_s / 0.01)):
+        waiting = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'orders-svc' AND wait_event_type = 'Lock'"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no service statement queued behind the lock")
+
+
+@pytest.mark.parametrize("path", ["/orders/{id}/confirm", "/orders/{id}"])
+async def test_a_confirm_queued_behind_a_committing_writer_rechecks_the_version_and_loses(
+    database_url, db, path
+):
+    """The version check is the UPDATE's own WHERE, re-checked on the row version the other writer commits.
+
+    A read-then-compare would have read version 1 (the other write was not committed yet), passed the
+    comparison, then waited for the row and overwritten the other writer's confirm: a lost update.
+    """
+    async with (
+        impatient_client(database_url, idempotency_wait_ms=10_000) as http,
+        open_transaction(database_url) as writer,
+    ):
+        for _ in range(3):
+            tenant = new_tenant()
+            order_id = await create_id(http, tenant)
+            tx = writer.transaction()
+            await tx.start()
+            # Another writer moves the order to version 2 and keeps it a draft, so only the version can
+            # tell the two writes apart (a confirm would also have failed on the status).
+            await writer.execute(
+                "UPDATE orders SET version = 2, updated_at = now() WHERE id = $1", uuid.UUID(order_id)
+            )
+            request = asyncio.create_task(confirm(http, tenant, order_id, '"1"', 222, path=path))
+            await queued_on_a_row_lock(db)
+            await tx.commit()
+            response = await request
+            assert response.status_code == 409, response.text
+            assert response.json()["details"] == {"reason": "stale_version", "currentVersion": 2}
+            row = await order_row(db, order_id)
+            assert (row["status"], row["version"], row["total_cents"]) == ("draft", 2, None)

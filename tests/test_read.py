@@ -8,8 +8,10 @@ from datetime import datetime
 
 import pytest
 
+from orders_svc.schemas import rfc3339
+
 from helpers import confirmed_id, create_id, tenant_headers
-from support import assert_error, assert_order, order_row
+from support import TIMESTAMP, assert_error, assert_order, order_row
 
 
 def cursor_of(raw: bytes) -> str:
@@ -52,8 +54,19 @@ async def test_list_of_15_orders_pages_into_10_then_5_newest_first(client, tenan
     last = second.json()
     assert second.status_code == 200 and len(last["items"]) == 5 and last["nextCursor"] is None
     assert [item["id"] for item in page["items"] + last["items"]] == await newest_first(db, tenant)
-    for item in page["items"] + last["items"]:
-        assert item["tenantId"] == tenant and item["status"] == "draft"
+    for item in page["items"] + last["items"]:  # each item is exactly the order's representation
+        row = await order_row(db, item["id"])
+        assert row is not None and row["tenant_id"] == tenant
+        assert item == {
+            "id": str(row["id"]),
+            "tenantId": tenant,
+            "status": "draft",
+            "version": 1,
+            "totalCents": None,
+            "createdAt": rfc3339(row["created_at"]),
+            "updatedAt": rfc3339(row["updated_at"]),
+        }
+        assert TIMESTAMP.match(item["createdAt"]) and TIMESTAMP.match(item["updatedAt"]), item
 
 
 async def test_next_cursor_is_base64url_json_of_the_last_items_timestamp_and_id(client, tenant, db):
