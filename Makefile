@@ -51,4 +51,4 @@ bench: install
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .orders-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .orders-data .nats .pytest_cache .mypy_cache .ruff_cache .hypothesis
