@@ -48,6 +48,8 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
 def serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
+    from .protocol import CoalescingHttpToolsProtocol
+
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
     with database(settings, args.migrate) as dsn:
@@ -59,7 +61,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
             port=args.port,
             workers=args.workers,
             loop="uvloop",
-            http="httptools",
+            http=CoalescingHttpToolsProtocol,  # httptools, each response in one write
             log_config=None,
             access_log=False,  # the service writes its own request line (middleware.RequestContext)
             server_header=False,  # no `server: uvicorn` for scanners to key on
