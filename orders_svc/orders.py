@@ -66,31 +66,35 @@ def in_progress() -> ApiError:
 
 
 async def create_order(pool: Pool, tenant: str, idem: Idempotency) -> Reply:
-    """Claim the key, insert the draft and store its response in one statement; a live key replays."""
+    """Claim the key, insert the draft and store its response in one statement; a live key replays.
+
+    The first claim leaves an existing key untouched, so a replay only reads. A key found expired is taken
+    over by the next attempt (which loses, and replays, if another request took it over first).
+    """
     order_id = uuid.uuid4()
     now = datetime.now(UTC)
     row = OrderRow(order_id, tenant, "draft", 1, None, now, now)
     reply = order_reply(row, 201)
     reply.headers["location"] = f"/orders/{order_id}"
-    for _ in range(3):
-        async with connection(pool) as conn:
-            created = await queries.create_order(
+    key, fingerprint = idem.key, idem.fingerprint
+    async with connection(pool) as conn:
+        for over_expired_key in (False, True, True):
+            if await queries.create_order(
                 conn,
                 tenant,
-                idem.key,
-                idem.fingerprint,
+                key,
+                fingerprint,
                 reply.headers,
                 reply.body,
                 order_id,
                 idem.ttl,
                 now,
-            )
-            if created:
+                over_expired_key,
+            ):
                 return reply
-            stored = await queries.select_idempotency_key(conn, tenant, idem.key)
-        replayed = replay(stored, idem.fingerprint)
-        if replayed is not None:
-            return replayed
+            replayed = replay(await queries.select_idempotency_key(conn, tenant, key), fingerprint)
+            if replayed is not None:
+                return replayed
     raise in_progress()
 
 
@@ -156,13 +160,18 @@ def _write_scope(pool: Pool, idem: Idempotency | None) -> AbstractAsyncContextMa
 
 
 async def _claim(conn: Connection, tenant: str, idem: Idempotency) -> Reply | None:
-    """Claim the key for this transaction, or the stored reply when it is live already."""
-    if await queries.claim_idempotency_key(conn, tenant, idem.key, idem.fingerprint, idem.ttl):
-        return None
-    replayed = replay(await queries.select_idempotency_key(conn, tenant, idem.key), idem.fingerprint)
-    if replayed is None:  # the key expired between the claim and the read; the client may simply retry
-        raise in_progress()
-    return replayed
+    """Claim the key for this transaction, or the stored reply when it is live already.
+
+    As for create: the first claim leaves an existing key untouched (a replay only reads); a key found
+    expired is taken over by the second.
+    """
+    for expired in (False, True):
+        if await queries.claim_idempotency_key(conn, tenant, idem.key, idem.fingerprint, idem.ttl, expired):
+            return None
+        replayed = replay(await queries.select_idempotency_key(conn, tenant, idem.key), idem.fingerprint)
+        if replayed is not None:
+            return replayed
+    raise in_progress()  # the key vanished (purged) or expired again between the statements: retry
 
 
 async def _finish(conn: Connection, tenant: str, idem: Idempotency | None, reply: Reply) -> Reply:

@@ -12,6 +12,7 @@ from .resources import load_sql
 _SQL = load_sql()
 # Looked up at import, so a renamed or missing block fails at start-up, not on the first request.
 CREATE_ORDER = _SQL["create_order"]
+CREATE_ORDER_OVER_EXPIRED_KEY = _SQL["create_order_over_expired_key"]
 SELECT_ORDER = _SQL["select_order"]
 CONFIRM_ORDER = _SQL["confirm_order"]
 CLOSE_ORDER = _SQL["close_order"]
@@ -19,6 +20,7 @@ LIST_ORDERS_FIRST = _SQL["list_orders_first"]
 LIST_ORDERS_AFTER = _SQL["list_orders_after"]
 SELECT_IDEMPOTENCY_KEY = _SQL["select_idempotency_key"]
 CLAIM_IDEMPOTENCY_KEY = _SQL["claim_idempotency_key"]
+CLAIM_EXPIRED_IDEMPOTENCY_KEY = _SQL["claim_expired_idempotency_key"]
 STORE_IDEMPOTENT_RESPONSE = _SQL["store_idempotent_response"]
 APPLIED_MIGRATIONS = _SQL["applied_migrations"]
 
@@ -50,10 +52,13 @@ async def create_order(
     order_id: uuid.UUID,
     ttl: timedelta,
     created_at: datetime,
+    over_expired_key: bool = False,
 ) -> bool:
-    """Claim the key, store the response and insert the order; False when the key is live already."""
+    """Claim the key, store the response and insert the order; False when the key exists (or, with
+    `over_expired_key`, exists and is live): nothing was written then."""
+    statement = CREATE_ORDER_OVER_EXPIRED_KEY if over_expired_key else CREATE_ORDER
     row = await conn.fetchrow(
-        CREATE_ORDER, tenant_id, key, fingerprint, headers, body, order_id, ttl, created_at
+        statement, tenant_id, key, fingerprint, headers, body, order_id, ttl, created_at
     )
     return row is not None
 
@@ -97,9 +102,11 @@ async def select_idempotency_key(conn: Connection, tenant_id: str, key: str) -> 
 
 
 async def claim_idempotency_key(
-    conn: Connection, tenant_id: str, key: str, fingerprint: bytes, ttl: timedelta
+    conn: Connection, tenant_id: str, key: str, fingerprint: bytes, ttl: timedelta, expired: bool = False
 ) -> bool:
-    return await conn.fetchrow(CLAIM_IDEMPOTENCY_KEY, tenant_id, key, fingerprint, ttl) is not None
+    """Claim a new key (or, with `expired`, take over an expired one); False when it exists (is live)."""
+    statement = CLAIM_EXPIRED_IDEMPOTENCY_KEY if expired else CLAIM_IDEMPOTENCY_KEY
+    return await conn.fetchrow(statement, tenant_id, key, fingerprint, ttl) is not None
 
 
 async def store_idempotent_response(

@@ -5,8 +5,16 @@ FROM idempotency_keys
 WHERE tenant_id = $1 AND key = $2 AND expires_at > now();
 
 -- name: claim_idempotency_key
--- Claims key $2 of tenant $1 for a request with fingerprint $3 for lifetime $4; takes over an expired key.
--- Waits for a concurrent holder to finish; no row back means the key is live and already answered.
+-- Claims key $2 of tenant $1 for a request with fingerprint $3 for lifetime $4. Waits for a concurrent holder to
+-- finish; no row back means the key exists. DO NOTHING leaves it untouched (no lock, no write): replays read.
+INSERT INTO idempotency_keys (tenant_id, key, fingerprint, created_at, expires_at)
+VALUES ($1, $2, $3, now(), now() + $4::interval)
+ON CONFLICT (tenant_id, key) DO NOTHING
+RETURNING 1;
+
+-- name: claim_expired_idempotency_key
+-- claim_idempotency_key for a key found expired: takes key $2 of tenant $1 over atomically (locks it, re-checks
+-- expiry) for fingerprint $3 and lifetime $4.
 INSERT INTO idempotency_keys AS k (tenant_id, key, fingerprint, created_at, expires_at)
 VALUES ($1, $2, $3, now(), now() + $4::interval)
 ON CONFLICT (tenant_id, key) DO UPDATE

@@ -1,6 +1,22 @@
 -- name: create_order
 -- Claims idempotency key $2 for tenant $1 (fingerprint $3, lifetime $7) storing response $4/$5, and inserts draft
--- order $6 created at $8 — one statement, one transaction. No row back: the key is live and belongs to someone.
+-- order $6 created at $8 — one statement, one transaction. No row back: the key exists (waiting first for a
+-- concurrent claim of it to end). DO NOTHING leaves an existing key untouched - no lock, no write - so a replay
+-- is read-only; an expired key is taken over by create_order_over_expired_key.
+WITH claim AS (
+    INSERT INTO idempotency_keys
+        (tenant_id, key, fingerprint, response_status, response_headers, response_body, created_at, expires_at)
+    VALUES ($1, $2, $3, 201, $4, $5, now(), now() + $7::interval)
+    ON CONFLICT (tenant_id, key) DO NOTHING
+    RETURNING 1
+)
+INSERT INTO orders (id, tenant_id, status, version, total_cents, created_at, updated_at)
+SELECT $6, $1, 'draft', 1, NULL, $8, $8 FROM claim
+RETURNING id;
+
+-- name: create_order_over_expired_key
+-- create_order for a key found expired: takes key $2 of tenant $1 over atomically (locks it, re-checks expiry),
+-- with fingerprint $3, response $4/$5, order $6, lifetime $7 and created_at $8 as there.
 WITH claim AS (
     INSERT INTO idempotency_keys AS k
         (tenant_id, key, fingerprint, response_status, response_headers, response_body, created_at, expires_at)

@@ -221,3 +221,36 @@ async def test_create_with_two_idempotency_keys_returns_400_and_creates_nothing(
     headers = [("X-Tenant-Id", tenant), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
     assert_error(await client.post("/orders", headers=headers, content=b"{}"), 400, "bad_request")
     assert await count_orders(db, tenant) == 0
+
+
+async def key_row_state(db: asyncpg.Pool, tenant: str, idem: str) -> tuple[str, str]:
+    """The key row's version identity: (ctid, xmax). A lock or an update changes it; reading never does."""
+    row = await db.fetchrow(
+        "SELECT ctid::text, xmax::text FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", tenant, idem
+    )
+    assert row is not None
+    return row[0], row[1]
+
+
+async def test_replays_only_read_the_stored_answer_they_lock_and_write_nothing(client, tenant, db):
+    """A retry storm must not turn into writes: a replay neither locks the key row (which would stamp its
+    xmax and cost a WAL write and a commit flush) nor updates it (new ctid), on create, confirm or close."""
+    created_key, confirm_key, close_key = key(), key(), key()
+    order_id = (await create(client, tenant, key=created_key)).json()["id"]
+    assert (await confirm(client, tenant, order_id, **{"Idempotency-Key": confirm_key})).status_code == 200
+    closed = await client.post(
+        f"/orders/{order_id}/close", headers=tenant_headers(tenant, **{"Idempotency-Key": close_key})
+    )
+    assert closed.status_code == 200
+    before = {k: await key_row_state(db, tenant, k) for k in (created_key, confirm_key, close_key)}
+    assert all(xmax == "0" for _, xmax in before.values()), before
+    for _ in range(3):
+        replays = [
+            await create(client, tenant, key=created_key),
+            await confirm(client, tenant, order_id, **{"Idempotency-Key": confirm_key}),
+            await client.post(
+                f"/orders/{order_id}/close", headers=tenant_headers(tenant, **{"Idempotency-Key": close_key})
+            ),
+        ]
+        assert [r.headers.get("idempotent-replayed") for r in replays] == ["true"] * 3
+    assert {k: await key_row_state(db, tenant, k) for k in before} == before
