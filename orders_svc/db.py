@@ -1,5 +1,6 @@
 """The asyncpg pool, the one transaction helper, and the one place driver errors become API errors."""
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -65,14 +66,38 @@ async def _keep_session(conn: Connection) -> None:
     # transaction (set_config(..., true)), so there is nothing for it to undo.
 
 
+class FairPool(asyncpg.Pool):  # type: ignore[misc]
+    """asyncpg's pool, handing connections out first come, first served.
+
+    asyncpg queues requests for a connection on an asyncio.Queue, where a request that asks while a released
+    connection is on its way to the first waiter takes it instead, and the waiter queues again at the back.
+    Under load, with more requests in flight than connections, the oldest waiters starved: a retry storm on
+    one key had a p99 of 150-200 ms against a p50 of 6 ms. Requests here first take a turn from a FIFO
+    semaphore as large as the pool (asyncio.Semaphore lets no one past its waiters), so asyncpg's queue
+    always has a connection for whoever holds a turn.
+    """
+
+    __slots__ = ("turns",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.turns = asyncio.Semaphore(kwargs["max_size"])
+
+
 async def create_pool(settings: Settings, dsn: str, *, generic_plans: bool = False) -> Pool:
     """The pool; `generic_plans` for the API's statements (see server_settings), not the relay's scans."""
-    pool = await asyncpg.create_pool(
+    # asyncpg.create_pool(...) is `Pool(...)` with these defaults; FairPool takes the same arguments.
+    pool = await FairPool(
         dsn,
         min_size=settings.pool_min,
         max_size=settings.pool_max,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
         init=_init_connection,
         reset=_keep_session,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         server_settings=server_settings(settings, generic_plans),
         command_timeout=max(statement_budget_ms(settings) / 1000 + 5, 10),
     )
@@ -86,17 +111,21 @@ class _Scope:
     A plain class rather than stacked generator-based context managers: it is entered on every request.
     """
 
-    __slots__ = ("_acquire", "_in_transaction", "_transaction")
+    __slots__ = ("_acquire", "_in_transaction", "_transaction", "_turns")
 
     def __init__(self, pool: Pool, in_transaction: bool) -> None:
         self._acquire = pool.acquire()
         self._in_transaction = in_transaction
         self._transaction: Any = None
+        self._turns: asyncio.Semaphore | None = getattr(pool, "turns", None)
 
     async def __aenter__(self) -> Connection:
+        if self._turns is not None:
+            await self._turns.acquire()  # FIFO: see FairPool
         try:
             conn: Connection = await self._acquire.__aenter__()
-        except Exception as exc:
+        except BaseException as exc:
+            self._release_turn()
             _raise_translated(exc)
             raise
         if self._in_transaction:
@@ -104,10 +133,17 @@ class _Scope:
             try:
                 await self._transaction.start()
             except BaseException as exc:
-                await self._acquire.__aexit__(type(exc), exc, exc.__traceback__)
+                try:
+                    await self._acquire.__aexit__(type(exc), exc, exc.__traceback__)
+                finally:
+                    self._release_turn()
                 _raise_translated(exc)
                 raise
         return conn
+
+    def _release_turn(self) -> None:
+        if self._turns is not None:
+            self._turns.release()
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         try:
@@ -115,7 +151,10 @@ class _Scope:
                 if self._transaction is not None:
                     await (self._transaction.rollback() if exc is not None else self._transaction.commit())
             finally:
-                await self._acquire.__aexit__(exc_type, exc, tb)
+                try:
+                    await self._acquire.__aexit__(exc_type, exc, tb)
+                finally:
+                    self._release_turn()
         except Exception as failure:
             _raise_translated(failure)
             raise

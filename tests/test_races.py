@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from orders_svc.app import create_app
+from orders_svc.db import connection, create_pool
 from orders_svc.preconditions import fingerprint
 
 from conftest import test_settings as settings_for
@@ -466,3 +467,36 @@ async def test_a_confirm_queued_behind_a_committing_writer_rechecks_the_version_
             assert response.json()["details"] == {"reason": "stale_version", "currentVersion": 2}
             row = await order_row(db, order_id)
             assert (row["status"], row["version"], row["total_cents"]) == ("draft", 2, None)
+
+
+async def test_pooled_connections_go_to_requests_in_the_order_they_asked(database_url):
+    """asyncpg's own queue lets a request that asks while a released connection is being handed over take it
+    ahead of the requests already waiting, which then queue again at the back: under load the oldest waiters
+    starve (a same-key replay storm had a p99 of 150-200 ms against a p50 of 6 ms). The service's pool is
+    first come, first served: five requests wait, the holder releases, and a new request asks at every
+    moment of the hand-over in turn.
+    """
+    pool = await create_pool(settings_for(database_url, pool_min=1, pool_max=1), database_url)
+    served: list[str] = []
+
+    async def use(name: str, turns_first: int = 0) -> None:
+        for _ in range(turns_first):
+            await asyncio.sleep(0)
+        async with connection(pool) as conn:
+            await conn.fetchval("SELECT 1")
+            served.append(name)
+
+    try:
+        for turns in range(8):
+            served.clear()
+            holder = connection(pool)
+            await holder.__aenter__()
+            waiting = [asyncio.create_task(use(f"waiter-{n}")) for n in range(5)]
+            for _ in range(10):  # no I/O involved: a few turns of the loop put all five in the queue
+                await asyncio.sleep(0)
+            release = asyncio.create_task(holder.__aexit__(None, None, None))
+            newcomer = asyncio.create_task(use("newcomer", turns))
+            await asyncio.gather(release, newcomer, *waiting)
+            assert served == [f"waiter-{n}" for n in range(5)] + ["newcomer"], turns
+    finally:
+        await pool.close()
