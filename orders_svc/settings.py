@@ -21,7 +21,7 @@ class Settings:
     database_url: str | None = None
     data_dir: Path = Path(".orders-data")
     pool_min: int = 2
-    pool_max: int = 10
+    pool_max: int = 32
     statement_timeout_ms: int = 5000
     idempotency_ttl: timedelta = timedelta(hours=1)
     idempotency_wait_ms: int = 5000
@@ -102,7 +102,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         if not algorithms or not set(algorithms) <= allowed:
             raise SettingsError(f"ORDERS_JWT_ALGORITHMS must be a subset of {sorted(allowed)}")
     pool_min = _int(env, "ORDERS_POOL_MIN", 2, 0, 1000)
-    pool_max = _int(env, "ORDERS_POOL_MAX", 10, 1, 1000)
+    pool_max = _int(env, "ORDERS_POOL_MAX", 32, 1, 1000)
     if pool_min > pool_max:
         raise SettingsError(f"ORDERS_POOL_MIN={pool_min} exceeds ORDERS_POOL_MAX={pool_max}")
     backoff_base_ms = _int(env, "ORDERS_RELAY_BACKOFF_BASE_MS", 1000, 1, 3_600_000)
