@@ -1,6 +1,5 @@
 """A real NATS server with JetStream for the relay tests, and helpers to read what reached the stream."""
 
-import asyncio
 import shutil
 import socket
 import subprocess
@@ -93,15 +92,3 @@ async def read_stream(url: str) -> list[StreamMessage]:
         return messages
     finally:
         await client.close()
-
-
-async def wait_for(condition: Any, timeout: float = 20, interval: float = 0.02) -> Any:
-    """Poll an async condition until it returns something truthy; fail past the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last value {result!r})")
-        await asyncio.sleep(interval)

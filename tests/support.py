@@ -1,6 +1,8 @@
 """Shared by the API tests: the error envelope, the Order representation, row lookups, an app of its own."""
 
+import asyncio
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -104,3 +106,15 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=transport, base_url="http://t") as http,
     ):
         yield http
+
+
+async def wait_for(condition: Any, timeout: float = 20, interval: float = 0.02) -> Any:
+    """Poll an async condition until it returns something truthy; fail past the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value {result!r})")
+        await asyncio.sleep(interval)

@@ -20,6 +20,7 @@ from orders_svc.preconditions import fingerprint
 
 from conftest import test_settings as settings_for
 from helpers import close, confirm, create, create_id
+from support import wait_for
 
 ROUNDS = 10
 CREATES = 24
@@ -423,17 +424,15 @@ async def test_keyed_requests_of_one_tenant_never_wait_for_another_tenants_key(d
         assert await counts(db, held_by) == (0, 0)
 
 
-async def queued_on_a_row_lock(db: asyncpg.Pool, deadline_s: float = 10) -> None:
+async def queued_on_a_row_lock(db: asyncpg.Pool) -> None:
     """Until one of the service's statements waits for a row lock (pg_stat_activity), or fail."""
-    for _ in range(int(deadline_s / 0.01)):
-        waiting = await db.fetchval(
+    await wait_for(
+        lambda: db.fetchval(
             "SELECT count(*) FROM pg_stat_activity "
             "WHERE application_name = 'orders-svc' AND wait_event_type = 'Lock'"
-        )
-        if waiting:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no service statement queued behind the lock")
+        ),
+        timeout=10,
+    )
 
 
 @pytest.mark.parametrize("path", ["/orders/{id}/confirm", "/orders/{id}"])

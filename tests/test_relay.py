@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from nats_support import NatsServer, read_stream, wait_for
+from nats_support import NatsServer, read_stream
 
 from orders_svc.publishers import LogPublisher, NatsPublisher, Publisher
 from orders_svc.queries import OutboxEvent
@@ -27,6 +27,7 @@ from orders_svc.settings import Settings, SettingsError
 from conftest import free_port
 from conftest import test_settings as settings_for
 from helpers import close, confirmed_id
+from support import wait_for
 
 ms = timedelta(milliseconds=1)
 
