@@ -1,6 +1,5 @@
-"""The Starlette application: routes, lifespan (which owns the pool) and error handlers."""
+"""The Starlette application: the route table served, lifespan (which owns the pool) and error handlers."""
 
-import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,57 +8,23 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from . import db, handlers, queries
-from .errors import ApiError, api_error_handler, error_response, http_exception_handler
+from . import db, routing
+from .api import OPERATIONS
+from .errors import ApiError, api_error_handler, http_exception_handler
 from .logs import configure
 from .middleware import RequestContext
-from .openapi import SWAGGER_DIR, build_spec, docs_page
-from .resources import migration_ids
+from .openapi import SWAGGER_DIR, build_spec
 from .settings import Settings
 from .tenancy import Authenticator
-
-_OK = msgspec.json.encode({"status": "ok"})
-_RETRY = {"Retry-After": "1"}
-_MIGRATIONS = migration_ids()
-
-
-async def healthz(_: Request) -> Response:
-    return handlers.json_response(_OK)
-
-
-async def readyz(request: Request) -> Response:
-    """Ready = the database answers and holds every migration this build ships: an unmigrated or older
-    schema would turn order requests into 500s. Migrations it does not know (a newer release's) are not its
-    concern."""
-    try:
-        async with asyncio.timeout(2):
-            async with db.connection(request.app.state.pool) as conn:
-                applied = await queries.applied_migrations(conn)
-    except (ApiError, TimeoutError):
-        return error_response(503, "the database is not answering", headers=_RETRY)
-    missing = [m for m in _MIGRATIONS if m not in applied]
-    if missing:
-        message = (
-            f"the database schema lacks {len(missing)} migration(s) of this build: run `orders-svc migrate`"
-        )
-        details = {"reason": "schema_not_migrated", "missingMigrations": missing}
-        return error_response(503, message, details, headers=_RETRY)
-    return handlers.json_response(_OK)
 
 
 def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI starts an embedded database)")
     dsn = settings.database_url
-    spec = msgspec.json.encode(build_spec())
-
-    async def openapi(_: Request) -> Response:
-        return handlers.json_response(spec)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,17 +34,8 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await app.state.pool.close()
 
-    routes = [
-        Route("/orders", handlers.create_order, methods=["POST"]),
-        Route("/orders", handlers.list_orders, methods=["GET"]),
-        Route("/orders/{order_id}", handlers.get_order, methods=["GET"]),
-        Route("/orders/{order_id}", handlers.confirm_order, methods=["PATCH"]),
-        Route("/orders/{order_id}/confirm", handlers.confirm_order, methods=["PATCH"]),
-        Route("/orders/{order_id}/close", handlers.close_order, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/docs", lambda _: docs_page(), methods=["GET"]),
+    routes: list[BaseRoute] = [
+        *routing.routes(OPERATIONS),
         Mount("/docs/static", StaticFiles(directory=SWAGGER_DIR), name="docs-static"),
     ]
     app = Starlette(
@@ -91,6 +47,7 @@ def create_app(settings: Settings) -> Starlette:
     # `/orders/` is an unknown route (404 in the envelope), not a bodiless 307 to a Host-derived URL.
     app.router.redirect_slashes = False
     app.state.settings = settings
+    app.state.openapi = msgspec.json.encode(build_spec(OPERATIONS))
     app.state.auth = Authenticator(settings)
     return app
 

@@ -7,7 +7,8 @@ import asyncpg
 import msgspec
 from asyncpg import Connection, Pool
 
-from .errors import ApiError, log
+from . import errors
+from .errors import log
 from .settings import Settings
 
 __all__ = ["Connection", "Pool", "connection", "create_pool", "transaction", "translated"]
@@ -178,43 +179,20 @@ def connection(pool: Pool) -> _Scope:
     return _Scope(pool, in_transaction=False)
 
 
-_BY_CONSTRAINT: dict[str, tuple[int, str, dict[str, Any]]] = {
-    "orders_total_cents_check": (422, "totalCents must be between 0 and 2147483647", {}),
-    "orders_tenant_id_check": (400, "tenant id must be 1-64 characters of [A-Za-z0-9._:-]", {}),
-    "idempotency_keys_key_check": (
-        400,
-        "Idempotency-Key must be 1-255 printable ASCII characters",
-        {},
-    ),
-    "outbox_order_event_key": (
-        409,
-        "the order was already closed",
-        {"reason": "invalid_transition"},
-    ),
-}
-
-_RETRY_LATER = {"Retry-After": "1"}
-
-
 def translated(exc: BaseException) -> BaseException:
     """The API error for a driver error a client can cause (or wait out), by constraint name or SQLSTATE;
     anything else comes back unchanged (and ends as a logged 500)."""
-    mapped = _BY_CONSTRAINT.get(getattr(exc, "constraint_name", None) or "")
-    if mapped is not None and isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-        status, message, details = mapped
-        return ApiError(status, message, details or None)
-    if isinstance(exc, asyncpg.LockNotAvailableError):
-        return ApiError(
-            409,
-            "a concurrent request on the same resource is still in progress; retry shortly",
-            {"reason": "request_in_progress"},
-            _RETRY_LATER,
-        )
-    if isinstance(exc, (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)):
-        return ApiError(409, "concurrent update; retry", {"reason": "request_in_progress"}, _RETRY_LATER)
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        problem = errors.BY_CONSTRAINT.get(getattr(exc, "constraint_name", None) or "")
+        if problem is not None:
+            return problem.error()
+    if isinstance(
+        exc, (asyncpg.LockNotAvailableError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+    ):
+        return errors.REQUEST_IN_PROGRESS.error()
     if isinstance(exc, _UNAVAILABLE):
         log.warning("database unavailable: %s", type(exc).__name__)
-        return ApiError(503, "the database is unavailable; retry shortly", headers=_RETRY_LATER)
+        return errors.UNAVAILABLE.error()
     return exc
 
 

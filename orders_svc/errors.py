@@ -1,6 +1,13 @@
-"""One error type and one renderer: every non-2xx is `{code, message, details?}`."""
+"""The error catalogue: every error the service answers, declared once and raised by name.
+
+Every non-2xx body is `{code, message, details?}`: `code` is one per status, a sub-case is `details.reason`.
+A `Problem` is one entry (status, reason, message template); `raise Problem.error(**fields)` raises it. The
+OpenAPI document lists each operation's problems from these same entries, and database constraint names map
+to them in `BY_CONSTRAINT`, below.
+"""
 
 import logging
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -8,7 +15,6 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match, Route
 
 from .schemas import Error
 
@@ -29,6 +35,13 @@ CODES = {
     503: "service_unavailable",
 }
 
+RETRY_SOON = {"Retry-After": "1"}
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def code_of(status: int) -> str:
+    return CODES.get(status) or HTTPStatus(status).phrase.lower().replace(" ", "_")
+
 
 class ApiError(Exception):
     """A client-visible failure: status, message and optional structured details."""
@@ -47,10 +60,109 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def conflict(reason: str, message: str, **details: Any) -> ApiError:
-    return ApiError(409, message, {"reason": reason, **details})
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One error the service can answer. Raised with `fields`: they fill the `{placeholders}` of `message`,
+    and those named in `details` are also sent in `details`, after the reason."""
+
+    status: int
+    message: str
+    reason: str | None = None
+    details: tuple[str, ...] = ()
+    headers: dict[str, str] | None = field(default=None, hash=False)
+    summary: str = ""  # for the OpenAPI document, when the message is a template
+
+    @property
+    def code(self) -> str:
+        return code_of(self.status)
+
+    def error(self, **fields: Any) -> ApiError:
+        text = self.message.format(**fields) if fields else self.message
+        details = {"reason": self.reason} if self.reason is not None else {}
+        details.update((name, fields[name]) for name in self.details)
+        return ApiError(self.status, text, details or None, self.headers)
+
+    def describe(self) -> str:
+        return self.summary or self.message
 
 
+# ------------------------------------------------------------------------------------------- the catalogue
+# 400: the request cannot be read.
+BAD_JSON = Problem(400, "request body is not valid JSON: {detail}", summary="The body is not valid JSON")
+BAD_HEADER_REPEATED = Problem(400, "send the {name} header once", summary="A single-valued header repeated")
+BAD_IF_MATCH = Problem(400, 'If-Match must be "*" or a list of versions such as "3"')
+BAD_IDEMPOTENCY_KEY = Problem(400, "Idempotency-Key must be 1-255 printable ASCII characters")
+IDEMPOTENCY_KEY_REQUIRED = Problem(400, "Idempotency-Key header is required")
+BAD_TENANT = Problem(400, "tenant id must be 1-64 characters of [A-Za-z0-9._:-]")
+BAD_CURSOR = Problem(400, "cursor is not valid; pass back nextCursor unchanged")
+BAD_LIMIT = Problem(400, "limit must be an integer from 1 to {high}", summary="limit out of range")
+# 401 / 403: who is calling.
+TOKEN_REQUIRED = Problem(401, "a verified bearer token is required", headers=CHALLENGE)
+IDENTITY_REQUIRED = Problem(401, "send X-Tenant-Id or Authorization: Bearer <JWT>", headers=CHALLENGE)
+BAD_AUTHORIZATION = Problem(401, "Authorization must be 'Bearer <JWT>'", headers=CHALLENGE)
+TOKEN_WITHOUT_TENANT = Problem(401, "the token has no string tenant_id claim", headers=CHALLENGE)
+TOKEN_EXPIRED = Problem(401, "the token has expired", headers=CHALLENGE)
+TOKEN_INVALID = Problem(401, "the token is not a valid JWT", headers=CHALLENGE)
+TENANT_MISMATCH = Problem(403, "X-Tenant-Id does not match the token's tenant")
+BODY_TENANT_MISMATCH = Problem(403, "tenantId in the body does not match the caller's tenant")
+# 404
+ORDER_NOT_FOUND = Problem(404, "order not found")
+# 409: the request is valid, the resource's state refuses it.
+STALE_VERSION = Problem(409, "stale version", "stale_version", ("currentVersion",))
+INVALID_TRANSITION = Problem(
+    409,
+    "cannot {action} an order that is {currentStatus}",
+    "invalid_transition",
+    ("currentStatus",),
+    summary="The order's status does not allow this change",
+)
+IDEMPOTENCY_KEY_REUSED = Problem(
+    409, "this Idempotency-Key was already used for a different request", "idempotency_key_reused"
+)
+REQUEST_IN_PROGRESS = Problem(
+    409,
+    "a concurrent request on the same key or order is still in progress; retry shortly",
+    "request_in_progress",
+    headers=RETRY_SOON,
+)
+# 413 / 422 / 428
+BODY_TOO_LARGE = Problem(413, "request body exceeds {limit} bytes", summary="Body larger than 64 KiB")
+WRONG_SHAPE = Problem(422, "{detail}", summary="JSON of the wrong shape: the message names the field")
+TOTAL_OUT_OF_RANGE = Problem(422, "totalCents must be between 0 and 2147483647")
+IF_MATCH_REQUIRED = Problem(428, 'If-Match is required: send the ETag you last saw, e.g. If-Match: "1"')
+# 5xx
+INTERNAL = Problem(500, "internal error", summary="Unexpected failure, no internals")
+UNAVAILABLE = Problem(503, "the database is unavailable; retry shortly", headers=RETRY_SOON)
+NOT_MIGRATED = Problem(
+    503,
+    "the database schema lacks {count} migration(s) of this build: run `orders-svc migrate`",
+    "schema_not_migrated",
+    ("missingMigrations",),
+    RETRY_SOON,
+)
+
+# Database constraints a client's request can break, by constraint name.
+BY_CONSTRAINT: dict[str, Problem] = {
+    "orders_total_cents_check": TOTAL_OUT_OF_RANGE,
+    "orders_tenant_id_check": BAD_TENANT,
+    "idempotency_keys_key_check": BAD_IDEMPOTENCY_KEY,
+    # One event of a type per order: a second would mean the order changed state twice the same way.
+    "outbox_order_event_key": Problem(409, "the order already changed state", "invalid_transition"),
+}
+
+# What every tenant operation may answer, whatever it does.
+COMMON = (
+    BAD_HEADER_REPEATED,
+    BAD_TENANT,
+    IDENTITY_REQUIRED,
+    TOKEN_INVALID,
+    TENANT_MISMATCH,
+    INTERNAL,
+    UNAVAILABLE,
+)
+
+
+# ------------------------------------------------------------------------------------------- rendering
 _encode = msgspec.json.Encoder().encode
 
 
@@ -60,9 +172,13 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    code = CODES.get(status) or HTTPStatus(status).phrase.lower().replace(" ", "_")
-    body = _encode(Error(code=code, message=message, details=details))
+    body = _encode(Error(code=code_of(status), message=message, details=details))
     return Response(body, status, headers=headers, media_type="application/json")
+
+
+def problem_response(problem: Problem, **fields: Any) -> Response:
+    error = problem.error(**fields)
+    return error_response(error.status, error.message, error.details, error.headers)
 
 
 async def api_error_handler(_: Request, exc: Exception) -> Response:
@@ -70,26 +186,10 @@ async def api_error_handler(_: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.message, exc.details, exc.headers)
 
 
-async def http_exception_handler(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 (unknown route, wrong method) in our envelope."""
+async def http_exception_handler(_: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (unknown route, wrong method; its `Allow` kept) in the envelope."""
     assert isinstance(exc, HTTPException)
     message = {404: "no such route", 405: "method not allowed for this route"}.get(
         exc.status_code, HTTPStatus(exc.status_code).phrase
     )
-    headers = dict(exc.headers or {})
-    if exc.status_code == 405:
-        headers["Allow"] = allowed_methods(request)
-    return error_response(exc.status_code, message, headers=headers)
-
-
-def allowed_methods(request: Request) -> str:
-    """Every method the path is served with: Starlette names only those of the first route matching it."""
-    methods: set[str] = set()
-    # Inside a Mount the scope's root_path has grown by the mount's prefix: match from the app's own root.
-    root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
-    scope = {**request.scope, "root_path": root}
-    for route in request.app.router.routes:
-        if route.matches(scope)[0] is not Match.NONE:
-            # A Route lists its methods; the one Mount serves the docs' static files, GET and HEAD.
-            methods |= (route.methods if isinstance(route, Route) else None) or {"GET", "HEAD"}
-    return ", ".join(sorted(methods))
+    return error_response(exc.status_code, message, headers=dict(exc.headers or {}))

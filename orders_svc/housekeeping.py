@@ -5,8 +5,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import NamedTuple
 
-from . import queries
 from .db import Connection, Pool, create_pool
+from .queries import idempotency, outbox
 from .settings import Settings
 
 log = logging.getLogger("orders_svc.housekeeping")
@@ -23,9 +23,9 @@ async def purge(pool: Pool, settings: Settings) -> Purged:
     Unpublished and dead-lettered outbox rows are never deleted: only published ones past the retention.
     """
     batch = settings.purge_batch_size
-    keys = await _drain(pool, batch, lambda conn: queries.purge_expired_idempotency_keys(conn, batch))
+    keys = await _drain(pool, batch, lambda conn: idempotency.purge_expired_idempotency_keys(conn, batch))
     events = await _drain(
-        pool, batch, lambda conn: queries.purge_published_outbox(conn, settings.outbox_retention, batch)
+        pool, batch, lambda conn: outbox.purge_published_outbox(conn, settings.outbox_retention, batch)
     )
     purged = Purged(keys, events)
     if keys or events:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from .errors import ApiError
+from . import errors
 from .schemas import rfc3339
 
 DEFAULT_LIMIT = 10
@@ -41,7 +41,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("timestamp without offset")
         ts = ts.astimezone(UTC)  # the database binds it in UTC; an offset may push it out of range
     except (ValueError, OverflowError, binascii.Error, msgspec.DecodeError):
-        raise ApiError(400, "cursor is not valid; pass back nextCursor unchanged") from None
+        raise errors.BAD_CURSOR.error() from None
     return ts, decoded.id
 
 
@@ -49,5 +49,20 @@ def parse_limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(400, f"limit must be an integer from 1 to {MAX_LIMIT}")
+        raise errors.BAD_LIMIT.error(high=MAX_LIMIT)
     return int(raw)
+
+
+# The query parameters, as the OpenAPI document declares them.
+LIMIT_PARAM = {
+    "name": "limit",
+    "in": "query",
+    "description": f"Page size, 1-{MAX_LIMIT}",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+}
+CURSOR_PARAM = {
+    "name": "cursor",
+    "in": "query",
+    "description": "nextCursor of the previous page, passed back unchanged",
+    "schema": {"type": "string", "format": "keyset-cursor", "maxLength": 200},
+}

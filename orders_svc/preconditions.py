@@ -6,19 +6,24 @@ import re
 import msgspec
 from starlette.datastructures import Headers
 
-from .errors import ApiError
+from . import errors
 
 # Whitespace around members is HTTP's OWS: spaces and tabs only (RFC 9110 section 5.6.3).
 _MEMBER = re.compile(r'[ \t]*(W/)?"?([0-9]{1,10})"?[ \t]*')
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 _MAX_VERSION = 2**31 - 1
+# The same grammars as whole-header patterns, for the OpenAPI document (a test holds each to its parser).
+_TAG = r'(W/)?("[0-9]{1,10}"|[0-9]{1,10})'
+IF_MATCH_PATTERN = rf"^[ \t]*(\*|{_TAG}([ \t]*,[ \t]*{_TAG})*)[ \t]*$"
+# 1-255 printable ASCII, or that inside one pair of double quotes (so `""` alone is refused).
+IDEMPOTENCY_KEY_PATTERN = r'^([ -~]|[ -!#-~][ -~]{0,254}|[ -~]{1,254}[ -!#-~]|"[ -~]{1,255}")$'
 
 
 def single_header(headers: Headers, name: str) -> str | None:
     """A header that must not repeat: two values (two tenants, two keys) are ambiguous, so 400."""
     values = headers.getlist(name)
     if len(values) > 1:
-        raise ApiError(400, f"send the {name} header once")
+        raise errors.BAD_HEADER_REPEATED.error(name=name)
     return values[0] if values else None
 
 
@@ -40,7 +45,7 @@ def parse_if_match(value: str) -> list[int] | None:
     for member in value.split(","):
         match = _MEMBER.fullmatch(member)
         if match is None or member.count('"') not in (0, 2):
-            raise ApiError(400, 'If-Match must be "*" or a list of versions such as "3"')
+            raise errors.BAD_IF_MATCH.error()
         weak, digits = match.groups()
         version = int(digits)
         if not weak and 1 <= version <= _MAX_VERSION:
@@ -53,7 +58,7 @@ def parse_idempotency_key(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
     if not _KEY.fullmatch(value):  # `$` alone would let a trailing newline through
-        raise ApiError(400, "Idempotency-Key must be 1-255 printable ASCII characters")
+        raise errors.BAD_IDEMPOTENCY_KEY.error()
     return value
 
 

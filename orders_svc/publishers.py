@@ -8,7 +8,7 @@ from typing import Any, Protocol, TextIO
 
 import msgspec
 
-from .queries import OutboxEvent
+from .queries.outbox import OutboxEvent
 from .settings import Settings
 
 log = logging.getLogger("orders_svc.relay")

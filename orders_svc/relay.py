@@ -19,10 +19,11 @@ from datetime import timedelta
 
 import asyncpg
 
-from . import housekeeping, queries
+from . import housekeeping
 from .db import Pool, create_pool
 from .publishers import Publisher, describe
-from .queries import OutboxEvent
+from .queries import outbox as queries
+from .queries.outbox import OutboxEvent
 from .settings import Settings
 
 log = logging.getLogger("orders_svc.relay")

@@ -2,10 +2,12 @@
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
+
+from .states import OrderStatus
 
 TENANT_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
@@ -21,7 +23,6 @@ Timestamp = Annotated[
         description="RFC 3339 UTC with microseconds, e.g. 2026-11-22T03:50:10.123456Z",
     ),
 ]
-Status = Literal["draft", "confirmed", "closed"]
 
 
 class Base(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -40,10 +41,16 @@ class CloseOrder(Base):
     """Close takes no fields; an empty body or `{}`."""
 
 
+class CancelOrder(Base, omit_defaults=True):
+    """An empty body, `{}`, or a reason that the orders.cancelled event carries."""
+
+    reason: Annotated[str, Meta(max_length=200)] | None = None
+
+
 class Order(Base):
     id: uuid.UUID
     tenant_id: str
-    status: Status
+    status: OrderStatus
     version: Annotated[int, Meta(ge=1)]
     total_cents: Cents | None
     created_at: Timestamp
@@ -82,3 +89,4 @@ encoder = msgspec.json.Encoder()
 decode_create = msgspec.json.Decoder(CreateOrder).decode
 decode_confirm = msgspec.json.Decoder(ConfirmOrder).decode
 decode_close = msgspec.json.Decoder(CloseOrder).decode
+decode_cancel = msgspec.json.Decoder(CancelOrder).decode

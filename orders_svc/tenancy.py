@@ -6,7 +6,7 @@ from typing import Any
 import jwt
 from starlette.requests import Request
 
-from .errors import ApiError
+from . import errors
 from .preconditions import single_header
 from .schemas import TENANT_PATTERN
 from .settings import Settings
@@ -29,15 +29,15 @@ class Authenticator:
         authorization = single_header(request.headers, "Authorization")
         claimed = self._claim(authorization) if authorization is not None else None
         if self.verify and claimed is None:
-            raise ApiError(401, "a verified bearer token is required", headers=_CHALLENGE)
+            raise errors.TOKEN_REQUIRED.error()
         if claimed is None and header is None:
-            raise ApiError(401, "send X-Tenant-Id or Authorization: Bearer <JWT>", headers=_CHALLENGE)
+            raise errors.IDENTITY_REQUIRED.error()
         if claimed is not None and header is not None and header != claimed:
-            raise ApiError(403, "X-Tenant-Id does not match the token's tenant")
+            raise errors.TENANT_MISMATCH.error()
         tenant = claimed if claimed is not None else header
         assert tenant is not None
         if not _TENANT.fullmatch(tenant):  # `$` alone would let a trailing newline through
-            raise ApiError(400, "tenant id must be 1-64 characters of [A-Za-z0-9._:-]")
+            raise errors.BAD_TENANT.error()
         request.scope["orders.tenant"] = tenant
         return tenant
 
@@ -45,11 +45,11 @@ class Authenticator:
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "Authorization must be 'Bearer <JWT>'", headers=_CHALLENGE)
+            raise errors.BAD_AUTHORIZATION.error()
         claims = self._decode(token)
         tenant = claims.get("tenant_id")
         if not isinstance(tenant, str):
-            raise ApiError(401, "the token has no string tenant_id claim", headers=_CHALLENGE)
+            raise errors.TOKEN_WITHOUT_TENANT.error()
         return tenant
 
     def _decode(self, token: str) -> dict[str, Any]:
@@ -65,9 +65,6 @@ class Authenticator:
                 options={"require": ["exp"], "verify_aud": self.audience is not None},
             )
         except jwt.ExpiredSignatureError:
-            raise ApiError(401, "the token has expired", headers=_CHALLENGE) from None
+            raise errors.TOKEN_EXPIRED.error() from None
         except jwt.PyJWTError:
-            raise ApiError(401, "the token is not a valid JWT", headers=_CHALLENGE) from None
-
-
-_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+            raise errors.TOKEN_INVALID.error() from None

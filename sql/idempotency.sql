@@ -12,23 +12,28 @@ VALUES ($1, $2, $3, now(), now() + $4::interval)
 ON CONFLICT (tenant_id, key) DO NOTHING
 RETURNING 1;
 
--- name: claim_expired_idempotency_key
--- claim_idempotency_key for a key found expired: takes key $2 of tenant $1 over atomically (locks it, re-checks
--- expiry) for fingerprint $3 and lifetime $4.
-INSERT INTO idempotency_keys AS k (tenant_id, key, fingerprint, created_at, expires_at)
-VALUES ($1, $2, $3, now(), now() + $4::interval)
-ON CONFLICT (tenant_id, key) DO UPDATE
-    SET fingerprint = EXCLUDED.fingerprint,
-        response_status = NULL,
-        response_headers = NULL,
-        response_body = NULL,
-        created_at = EXCLUDED.created_at,
-        expires_at = EXCLUDED.expires_at
-    WHERE k.expires_at <= now()
-RETURNING 1;
+-- name: drop_expired_idempotency_key
+-- Removes key $2 of tenant $1 if its lifetime is over, so that the next claim takes it over. Locks the row: of
+-- two requests taking the same expired key over, the second finds it gone and then waits on the first's claim.
+DELETE FROM idempotency_keys
+WHERE tenant_id = $1 AND key = $2 AND expires_at <= now();
 
 -- name: store_idempotent_response
 -- Stores response status $3, headers $4 and body $5 on the key $2 of tenant $1 claimed in this transaction.
 UPDATE idempotency_keys
 SET response_status = $3, response_headers = $4, response_body = $5
 WHERE tenant_id = $1 AND key = $2;
+
+-- name: purge_expired_idempotency_keys
+-- Deletes at most $1 expired idempotency keys, oldest first. A key taken over meanwhile (expires_at moved into
+-- the future) is re-checked by the outer WHERE and kept.
+DELETE FROM idempotency_keys AS k
+USING (
+    SELECT tenant_id, key
+    FROM idempotency_keys
+    WHERE expires_at <= now()
+    ORDER BY expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+) AS expired
+WHERE k.tenant_id = expired.tenant_id AND k.key = expired.key AND k.expires_at <= now();

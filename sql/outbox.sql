@@ -66,17 +66,3 @@ WHERE id IN (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 );
-
--- name: purge_expired_idempotency_keys
--- Deletes at most $1 expired idempotency keys, oldest first. A key taken over meanwhile (expires_at moved into
--- the future) is re-checked by the outer WHERE and kept.
-DELETE FROM idempotency_keys AS k
-USING (
-    SELECT tenant_id, key
-    FROM idempotency_keys
-    WHERE expires_at <= now()
-    ORDER BY expires_at
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-) AS expired
-WHERE k.tenant_id = expired.tenant_id AND k.key = expired.key AND k.expires_at <= now();

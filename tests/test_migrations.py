@@ -10,7 +10,8 @@ from datetime import datetime
 import asyncpg
 import pytest
 
-from orders_svc import migrate, queries
+from orders_svc import migrate
+from orders_svc.queries import orders as queries
 from orders_svc.resources import migrations_dir
 
 from conftest import public_tables

@@ -165,6 +165,7 @@ MIGRATIONS = [
     "0003_idempotency_keys",
     "0004_outbox_relay",
     "0005_outbox_notify_on_idle",
+    "0006_order_cancel",
 ]
 
 

@@ -20,7 +20,7 @@ import pytest
 from nats_support import NatsServer, read_stream
 
 from orders_svc.publishers import LogPublisher, NatsPublisher, Publisher
-from orders_svc.queries import OutboxEvent
+from orders_svc.queries.outbox import OutboxEvent
 from orders_svc.relay import Relay
 from orders_svc.settings import Settings, SettingsError
 

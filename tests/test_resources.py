@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orders_svc import queries
+from orders_svc.queries import orders as queries
 from orders_svc.resources import load_sql, parse_sql_blocks, sql_dir
 
 
@@ -43,7 +43,7 @@ def test_every_block_has_a_description_line_naming_its_parameters():
 
 
 def test_every_loaded_block_is_used_by_the_package():
-    source = "\n".join(p.read_text() for p in Path(queries.__file__).parent.glob("*.py"))
+    source = "\n".join(p.read_text() for p in Path(queries.__file__).parents[1].rglob("*.py"))
     unused = [name for name in load_sql() if f'"{name}"' not in source]
     assert unused == []
 

@@ -1,0 +1,73 @@
+"""sql/outbox.sql: the relay's and housekeeping's statements. The outbox is global: these are operator
+queries, not tenant ones, so they take no tenant."""
+
+import uuid
+from datetime import timedelta
+from typing import Any, NamedTuple
+
+from ..db import Connection
+from . import deleted, statement
+
+BOUND_RELAY_TRANSACTION = statement("bound_relay_transaction")
+CLAIM_OUTBOX_BATCH = statement("claim_outbox_batch")
+MARK_OUTBOX_PUBLISHED = statement("mark_outbox_published")
+RECORD_OUTBOX_FAILURES = statement("record_outbox_failures")
+RETRY_DEAD_OUTBOX = statement("retry_dead_outbox")
+PURGE_PUBLISHED_OUTBOX = statement("purge_published_outbox")
+
+
+class OutboxEvent(NamedTuple):
+    id: uuid.UUID
+    event_type: str
+    order_id: uuid.UUID
+    order_version: int
+    tenant_id: str
+    payload: Any
+    attempts: int
+
+
+class OutboxFailure(NamedTuple):
+    id: uuid.UUID
+    attempts: int
+    dead: bool
+
+
+async def bound_relay_transaction(conn: Connection, idle_limit: timedelta) -> None:
+    await conn.execute(BOUND_RELAY_TRANSACTION, str(int(idle_limit.total_seconds() * 1000)))
+
+
+async def claim_outbox_batch(conn: Connection, limit: int) -> list[OutboxEvent]:
+    """Lock due events until the caller's transaction ends; at most one per order, in creation order."""
+    return [OutboxEvent(*row) for row in await conn.fetch(CLAIM_OUTBOX_BATCH, limit)]
+
+
+async def mark_outbox_published(conn: Connection, event_ids: list[uuid.UUID]) -> None:
+    await conn.execute(MARK_OUTBOX_PUBLISHED, event_ids)
+
+
+async def record_outbox_failures(
+    conn: Connection,
+    failures: list[tuple[uuid.UUID, str]],
+    backoff_base: timedelta,
+    backoff_cap: timedelta,
+    max_attempts: int,
+) -> list[OutboxFailure]:
+    rows = await conn.fetch(
+        RECORD_OUTBOX_FAILURES,
+        [event_id for event_id, _ in failures],
+        [error for _, error in failures],
+        backoff_base.total_seconds(),
+        backoff_cap.total_seconds(),
+        max_attempts,
+    )
+    return [OutboxFailure(*row) for row in rows]
+
+
+async def retry_dead_outbox(conn: Connection) -> int:
+    row = await conn.fetchrow(RETRY_DEAD_OUTBOX)
+    assert row is not None
+    return int(row[0])
+
+
+async def purge_published_outbox(conn: Connection, older_than: timedelta, limit: int) -> int:
+    return deleted(await conn.execute(PURGE_PUBLISHED_OUTBOX, older_than, limit))

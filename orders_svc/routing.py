@@ -1,0 +1,188 @@
+"""Operations, declared once next to their handlers; the routes, `Allow` and the OpenAPI paths come from them.
+
+An `Operation` names its method and path, the headers it reads (tenant, If-Match, Idempotency-Key), its body
+and response types, its errors and its summary. `endpoint` turns it into the request handling that reads
+exactly what it declares, in the contract's order (identity, path, If-Match, body, key), so the document
+cannot promise what the code does not do.
+"""
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import errors
+from .errors import Problem
+from .preconditions import fingerprint, if_match_header, parse_idempotency_key, parse_if_match, single_header
+from .writes import Idempotency, Reply
+
+Presence = Literal["required", "optional"] | None
+MAX_BODY = 64 * 1024
+_PARAM = re.compile(r"{([a-z_]+)}")
+# Path parameters are ids: one that is not a UUID names nothing, so it is that resource's 404.
+PATH_PARAMS: dict[str, Problem] = {"order_id": errors.ORDER_NOT_FOUND}
+
+
+class Call:
+    """What a handler gets: the request as its operation declared it, read and checked."""
+
+    __slots__ = ("body", "idem", "ids", "if_match_sent", "pool", "request", "tenant", "versions")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.pool: Any = request.app.state.pool
+        self.tenant = ""
+        self.ids: dict[str, uuid.UUID] = {}
+        self.versions: list[int] | None = None  # None: If-Match `*` or absent
+        self.if_match_sent = False
+        self.body: Any = None
+        self.idem: Idempotency | None = None
+
+
+Handler = Callable[[Call], Awaitable[Reply | bytes | Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    handler: Handler
+    body: type | None = None  # a msgspec Struct; an empty body reads as `{}` unless body_required
+    body_required: bool = False
+    response: type | None = None  # the success body's type (JSON), when there is one
+    status: int = 200
+    if_match: Presence = None
+    idempotency_key: Presence = None
+    tenant: bool = True
+    errors: tuple[Problem, ...] = ()
+    query: tuple[dict[str, Any], ...] = ()
+    # Two paths for one operation (PATCH /orders/{id} and /orders/{id}/confirm) fingerprint as one.
+    fingerprint_path: str | None = None
+    description: str = ""
+    content_type: str = "application/json"
+
+    @property
+    def path_params(self) -> list[str]:
+        return _PARAM.findall(self.path)
+
+
+def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+def render(result: Reply | bytes | Response) -> Response:
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, bytes):
+        return json_response(result)
+    headers = result.headers
+    if result.replayed:
+        headers = {**headers, "idempotent-replayed": "true"}
+    return json_response(result.body, result.status, headers)
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, refused past 64 KiB before it is all read. Content-Type is not consulted."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise errors.BODY_TOO_LARGE.error(limit=MAX_BODY)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise errors.BODY_TOO_LARGE.error(limit=MAX_BODY)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode(decoder: Callable[[bytes], Any], body: bytes, empty: bytes | None = None) -> Any:
+    """Decode a JSON body: malformed JSON is a 400, JSON of the wrong shape a 422 naming the field."""
+    data = body if body.strip() or empty is None else empty
+    try:
+        return decoder(data)
+    except msgspec.ValidationError as exc:
+        wrong_shape = str(exc)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise errors.BAD_JSON.error(detail=exc) from None
+    # The typed decoder stops at the first bad field, before it has read the rest of the document, so
+    # `{"a":}` or `{}{}` would pass for a wrong shape: only well-formed JSON is a 422.
+    try:
+        msgspec.json.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise errors.BAD_JSON.error(detail=exc) from None
+    raise errors.WRONG_SHAPE.error(detail=wrong_shape)
+
+
+def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
+    """The request handling `op` declares, around its handler."""
+    decoder: Callable[[bytes], Any] | None = None
+    if op.body is not None:
+        decoder = msgspec.json.Decoder(op.body).decode
+    empty = None if op.body_required else b"{}"
+    params = [(name, PATH_PARAMS[name]) for name in op.path_params]
+    fingerprinted = op.fingerprint_path or op.path
+    handler = op.handler
+
+    async def run(request: Request) -> Response:
+        call = Call(request)
+        if op.tenant:
+            call.tenant = request.app.state.auth.tenant(request)
+        for name, missing in params:
+            try:
+                call.ids[name] = uuid.UUID(request.path_params[name])
+            except ValueError:
+                raise missing.error() from None
+        if op.if_match is not None:
+            raw_if_match = if_match_header(request.headers)
+            if raw_if_match is not None:
+                call.if_match_sent = True
+                call.versions = parse_if_match(raw_if_match)
+        raw = b""
+        if decoder is not None:
+            raw = await read_body(request)
+            call.body = decode(decoder, raw, empty)
+        if op.idempotency_key is not None:
+            key = single_header(request.headers, "Idempotency-Key")
+            if key is not None:
+                path = fingerprinted.format(**call.ids) if call.ids else fingerprinted
+                ttl = request.app.state.settings.idempotency_ttl
+                call.idem = Idempotency(parse_idempotency_key(key), fingerprint(op.method, path, raw), ttl)
+            elif op.idempotency_key == "required":
+                raise errors.IDEMPOTENCY_KEY_REQUIRED.error()
+        return render(await handler(call))
+
+    return run
+
+
+def routes(operations: Iterable[Operation]) -> list[Route]:
+    """One Starlette route per path, serving each of its methods: so a wrong method gets a 405 naming them
+    all in `Allow`, and HEAD goes with GET."""
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for op in operations:
+        methods = by_path.setdefault(op.path, {})
+        if op.method in methods:
+            raise ValueError(f"{op.method} {op.path} is declared twice")
+        methods[op.method] = endpoint(op)
+    return [_route(path, methods) for path, methods in by_path.items()]
+
+
+def _route(path: str, methods: dict[str, Callable[[Request], Awaitable[Response]]]) -> Route:
+    if len(methods) == 1:
+        [only] = methods.values()
+        return Route(path, only, methods=list(methods))
+    if "GET" in methods:
+        methods = {**methods, "HEAD": methods["GET"]}
+
+    async def dispatch(request: Request) -> Response:
+        return await methods[request.method](request)
+
+    return Route(path, dispatch, methods=list(methods))
