@@ -5,6 +5,10 @@
 ALTER TABLE orders DROP CONSTRAINT orders_status_check;
 ALTER TABLE orders ADD CONSTRAINT orders_status_check
     CHECK (status IN ('draft', 'confirmed', 'closed', 'cancelled'));
+-- A draft may be cancelled before it ever had a total.
+ALTER TABLE orders DROP CONSTRAINT orders_total_required_check;
+ALTER TABLE orders ADD CONSTRAINT orders_total_required_check
+    CHECK (status IN ('draft', 'cancelled') OR total_cents IS NOT NULL);
 
 -- How event payloads write instants: RFC 3339 UTC with microseconds, as the API does (2026-11-22T03:50:10.123456Z).
 CREATE FUNCTION rfc3339(ts timestamptz) RETURNS text

@@ -49,3 +49,12 @@ async def confirmed_id(client: httpx.AsyncClient, tenant: str, total: int = 1000
 
 async def close(client: httpx.AsyncClient, tenant: str, order_id: str, **extra: str) -> httpx.Response:
     return await client.post(f"/orders/{order_id}/close", headers=tenant_headers(tenant, **extra))
+
+
+async def cancel(
+    client: httpx.AsyncClient, tenant: str, order_id: str, body: Any = None, **extra: str
+) -> httpx.Response:
+    headers = tenant_headers(tenant, **extra)
+    if body is None:
+        return await client.post(f"/orders/{order_id}/cancel", headers=headers)
+    return await client.post(f"/orders/{order_id}/cancel", headers=headers, json=body)

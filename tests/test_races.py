@@ -19,7 +19,7 @@ from orders_svc.db import connection, create_pool
 from orders_svc.preconditions import fingerprint
 
 from conftest import test_settings as settings_for
-from helpers import close, confirm, create, create_id
+from helpers import cancel, close, confirm, create, create_id
 from support import wait_for
 
 ROUNDS = 10
@@ -499,3 +499,37 @@ async def test_pooled_connections_go_to_requests_in_the_order_they_asked(databas
             assert served == [f"waiter-{n}" for n in range(5)] + ["newcomer"], turns
     finally:
         await pool.close()
+
+
+async def test_concurrent_cancels_let_exactly_one_win_and_write_one_outbox_row(http, db):
+    for _ in range(ROUNDS):
+        tenant = new_tenant()
+        order_id = await create_id(http, tenant)
+        assert (await confirm(http, tenant, order_id, total=4200)).status_code == 200
+        extra = [{"If-Match": '"2"'} if i % 2 else {} for i in range(WRITERS)]
+        responses = await all_at_once([cancel(http, tenant, order_id, **e) for e in extra])
+        assert [r.status_code for r in responses].count(200) == 1, [r.text for r in responses]
+        for response in responses:
+            if response.status_code != 200:
+                assert response.status_code == 409, response.text
+                assert reason(response) in ("invalid_transition", "stale_version")
+        row = await order_row(db, order_id)
+        assert (row["status"], row["version"]) == ("cancelled", 3)
+        assert await outbox_count(db, order_id) == 1
+
+
+async def test_a_cancel_racing_a_close_lets_exactly_one_of_them_win(http, db):
+    for _ in range(ROUNDS):
+        tenant = new_tenant()
+        order_id = await create_id(http, tenant)
+        assert (await confirm(http, tenant, order_id, total=4200)).status_code == 200
+        calls = [
+            cancel(http, tenant, order_id) if i % 2 else close(http, tenant, order_id) for i in range(WRITERS)
+        ]
+        responses = await all_at_once(calls)
+        winners = [i for i, r in enumerate(responses) if r.status_code == 200]
+        assert len(winners) == 1, [r.text for r in responses]
+        row = await order_row(db, order_id)
+        assert row["status"] == ("cancelled" if winners[0] % 2 else "closed") and row["version"] == 3
+        events = await db.fetch("SELECT event_type FROM outbox WHERE order_id = $1", uuid.UUID(order_id))
+        assert [e["event_type"] for e in events] == [f"orders.{row['status']}"]
