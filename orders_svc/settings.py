@@ -8,11 +8,13 @@ lists the declarations for `orders-svc config`, the CLI's help and the README's 
 # ruff: noqa: RUF009 - `env(...)` returns a dataclasses.Field carrying the variable's declaration
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -25,6 +27,7 @@ Publisher = Literal["log", "nats"]
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
 Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
+_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
 DatabaseUrl = Annotated[
     str, Meta(pattern="^postgres(ql)?://", examples=["postgresql://user:password@host:5432/db"])
 ]
@@ -71,7 +74,7 @@ class Variable:
     def problem(self, raw: str, annotated: types.Type) -> str:
         """One line naming the variable, the value and what it should be."""
         info = _plain(annotated)
-        said = f"{self.name}={raw!r}"
+        said = f"{self.name}={masked_url(raw)!r}"
         if isinstance(info, types.IntType):
             try:
                 number = msgspec.convert(raw, int, strict=False)
@@ -97,6 +100,11 @@ def _optional(info: types.Type) -> types.Type:
     if isinstance(info, types.UnionType):
         return next(t for t in info.types if not isinstance(t, types.NoneType))
     return info
+
+
+def masked_url(text: str) -> str:
+    """A URL's password is never repeated in a message."""
+    return _PASSWORD.sub(r"\1***@", text)
 
 
 def _plain(info: types.Type) -> types.Type:
@@ -140,9 +148,9 @@ class Settings:
     data_dir: Path = env(
         "ORDERS_DATA_DIR", str, ".orders-data", "Where the embedded PostgreSQL keeps its data", to=Path
     )
-    host: str = env("ORDERS_HOST", str, "127.0.0.1", "Address `serve` listens on")
-    port: int = env("ORDERS_PORT", between(1, 65535), 8000, "Port `serve` listens on")
-    workers: int = env("ORDERS_WORKERS", between(1, 64), 1, "Worker processes of `serve`")
+    host: str = env("ORDERS_HOST", str, "127.0.0.1", "Address the API listens on")
+    port: int = env("ORDERS_PORT", between(1, 65535), 8000, "Port the API listens on")
+    workers: int = env("ORDERS_WORKERS", between(1, 64), 1, "Worker processes serving the API")
     pool_min: int = env("ORDERS_POOL_MIN", between(0, 1000), 2, "Connections each worker's pool keeps open")
     pool_max: int = env(
         "ORDERS_POOL_MAX",
@@ -197,7 +205,9 @@ class Settings:
     jwt_audience: str | None = env("ORDERS_JWT_AUDIENCE", str | None, None, "Required `aud` when set")
     log_level: LogLevel = env("ORDERS_LOG_LEVEL", LogLevel, "INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: LogFormat = env("ORDERS_LOG_FORMAT", LogFormat, "json", "json (one object per line) or text")
-    publisher: Publisher = env("ORDERS_PUBLISHER", Publisher, "log", "Where `relay` publishes: log or nats")
+    publisher: Publisher = env(
+        "ORDERS_PUBLISHER", Publisher, "log", "Where the relay publishes events: log or nats"
+    )
     nats_url: str = env("ORDERS_NATS_URL", str, "nats://127.0.0.1:4222", "NATS server of the nats publisher")
     relay_batch_size: int = env(
         "ORDERS_RELAY_BATCH_SIZE", between(1, 10_000), 100, "Events claimed per relay transaction"
@@ -285,9 +295,20 @@ def _checked(settings: Settings) -> Settings:
             for delay in (settings.relay_backoff_base, settings.relay_backoff_cap)
         )
         raise SettingsError(f"ORDERS_RELAY_BACKOFF_BASE_MS={base} exceeds ORDERS_RELAY_BACKOFF_CAP_MS={cap}")
+    if settings.database_url is not None:
+        _check_url(settings.database_url)
     if settings.jwt_public_key_file is not None:
         settings = replace(settings, jwt_public_key=_read_key(settings.jwt_public_key_file))
     return _checked_jwt(settings) if settings.auth_mode == "jwt" else replace(settings, jwt_algorithms=())
+
+
+def _check_url(url: str) -> None:
+    if "," in url:  # several hosts (asyncpg and libpq take a list): their ports are read at connect time
+        return
+    try:
+        _ = urlsplit(url).port
+    except ValueError as exc:
+        raise SettingsError(f"DATABASE_URL={masked_url(url)!r} is not a usable URL: {exc}") from None
 
 
 def _read_key(path: Path) -> str:
