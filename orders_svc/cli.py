@@ -1,4 +1,4 @@
-"""`orders-svc` command line: serve, migrate (and the outbox relay commands)."""
+"""orders-svc: the Orders API, its migrations and its outbox relay."""
 
 import argparse
 import asyncio
@@ -6,14 +6,40 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NoReturn
 
-from . import migrate
+import asyncpg
+import psycopg
+
+from . import __version__, migrate
 from .logs import configure
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, masked_url, variables
+from .settings import variable as settings_variable
 
 log = logging.getLogger("orders_svc")
+Handler = Callable[[Settings, argparse.Namespace], None]
+_OPTIONS = ("host", "port", "workers", "publisher")  # command-line options that override a setting
+# What a command meets when DATABASE_URL cannot be reached or used: refused, unknown host, bad password, …
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, psycopg.Error)
+
+
+class Unusable(Exception):
+    """Something the process was given cannot be used; the message names it."""
+
+
+def _writable(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=data_dir).close()
+    except OSError as exc:
+        raise Unusable(
+            f"ORDERS_DATA_DIR={str(data_dir)!r} is not a writable directory: {exc.strerror}"
+        ) from None
 
 
 @contextmanager
@@ -26,6 +52,7 @@ def database(settings: Settings, apply_migrations: bool) -> Iterator[str]:
         return
     from .embedded import embedded_database
 
+    _writable(settings.data_dir)
     with embedded_database(settings.data_dir) as dsn:
         log.info(
             "embedded PostgreSQL running",
@@ -53,13 +80,16 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
     with database(settings, args.migrate) as dsn:
+        # Reached once here (migrating reaches it too): a worker failing to would print a traceback.
+        if settings.database_url and not args.migrate:
+            psycopg.connect(dsn, connect_timeout=10).close()
         os.environ["DATABASE_URL"] = dsn  # the workers build their settings from the environment
         uvicorn.run(
             "orders_svc.app:app_from_env",
             factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
             loop="uvloop",
             http=CoalescingHttpToolsProtocol,  # httptools, each response in one write
             log_config=None,
@@ -83,7 +113,7 @@ def run_relay(settings: Settings, args: argparse.Namespace) -> None:
     from . import relay
 
     with database(settings, apply_migrations=False) as dsn:
-        asyncio.run(relay.run(settings, dsn, args.publisher or settings.publisher))
+        asyncio.run(relay.run(settings, dsn, settings.publisher))
 
 
 def run_purge(settings: Settings, args: argparse.Namespace) -> None:
@@ -105,37 +135,124 @@ def run_retry_dead(settings: Settings, args: argparse.Namespace) -> None:
     print(f"{count} dead-lettered outbox events queued for delivery again")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orders-svc", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("serve", help="run the HTTP API")
-    p.add_argument("--host", default=os.environ.get("ORDERS_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("ORDERS_PORT", "8000")))
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--migrate", action="store_true", help="apply migrations first (always on embedded)")
-    p.set_defaults(handler=serve)
-    p = commands.add_parser("migrate", help="apply pending migrations to DATABASE_URL (or the embedded DB)")
-    p.set_defaults(handler=run_migrate)
-    p = commands.add_parser("relay", help="publish outbox events to the broker until SIGTERM/SIGINT")
-    p.add_argument("--publisher", choices=("log", "nats"), help="overrides ORDERS_PUBLISHER (default log)")
-    p.set_defaults(handler=run_relay)
-    p = commands.add_parser("purge", help="delete expired idempotency keys and old published outbox events")
-    p.set_defaults(handler=run_purge)
-    p = commands.add_parser("outbox", help="outbox maintenance")
-    outbox = p.add_subparsers(dest="outbox_command", required=True)
-    p = outbox.add_parser("retry-dead", help="queue every dead-lettered event for delivery again")
-    p.set_defaults(handler=run_retry_dead)
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line naming the problem (exit 2), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _option(parser: argparse.ArgumentParser, flag: str, attribute: str) -> None:
+    """An option that overrides the environment variable declared for `attribute`, checked the same way."""
+    variable = settings_variable(attribute)
+
+    def checked(raw: str) -> Any:
+        try:
+            return variable.convert(raw)
+        except SettingsError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{variable.name}=")) from None
+
+    parser.add_argument(
+        flag,
+        dest=attribute,
+        type=checked,
+        metavar=attribute.upper(),
+        help=f"{variable.help} (default {variable.default_text}, env {variable.name})",
+    )
+
+
+def _command(commands: Any, name: str, description: str, handler: Handler) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=description, description=description)
+    parser.set_defaults(handler=handler, prog=parser.prog)
     return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="orders-svc",
+        description=__doc__,
+        epilog="Settings come from environment variables: `orders-svc config` lists them.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = _command(
+        commands,
+        "serve",
+        "Run the HTTP API on DATABASE_URL, or on an embedded PostgreSQL (migrated) when it is unset.",
+        serve,
+    )
+    _option(p, "--host", "host")
+    _option(p, "--port", "port")
+    _option(p, "--workers", "workers")
+    p.add_argument(
+        "--migrate", action="store_true", help="apply pending migrations first (always on embedded)"
+    )
+    _command(
+        commands,
+        "migrate",
+        "Apply pending migrations to DATABASE_URL (or the embedded database).",
+        run_migrate,
+    )
+    p = _command(commands, "relay", "Publish outbox events to the broker until SIGTERM or SIGINT.", run_relay)
+    _option(p, "--publisher", "publisher")
+    _command(
+        commands,
+        "purge",
+        "Delete expired idempotency keys and published outbox events past their retention, then exit.",
+        run_purge,
+    )
+    p = commands.add_parser("outbox", help="Outbox maintenance.", description="Outbox maintenance.")
+    outbox = p.add_subparsers(dest="outbox_command", required=True, metavar="COMMAND")
+    _command(
+        outbox, "retry-dead", "Queue every dead-lettered outbox event for delivery again.", run_retry_dead
+    )
+    _command(
+        commands, "config", "List the environment variables the service reads, with defaults.", show_config
+    )
+    return parser
+
+
+def show_config(_settings: Settings | None, _args: argparse.Namespace) -> None:
+    print("| Variable | Default | Description |\n|---|---|---|")
+    for variable in variables():
+        print(f"| `{variable.name}` | `{variable.default_text}` | {variable.help} |")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings with the command line's options on top."""
+    settings = Settings.from_env()
+    given = {name: value for name, value in vars(args).items() if name in _OPTIONS and value is not None}
+    return replace(settings, **given)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.handler is show_config:  # documentation: works whatever the environment holds
+        show_config(None, args)
+        return
     try:
-        settings = Settings.from_env()
+        settings = _settings(args)
     except SettingsError as exc:
-        sys.exit(f"orders-svc: configuration error: {exc}")
+        _fail(2, f"orders-svc: configuration error: {exc}")
     configure(settings.log_level, settings.log_format)
-    args.handler(settings, args)
+    try:
+        args.handler(settings, args)
+    except Unusable as exc:
+        _fail(1, f"{args.prog}: {exc}")
+    except DATABASE_ERRORS as exc:
+        where = f" at {masked_url(settings.database_url)}" if settings.database_url else ""
+        _fail(1, f"{args.prog}: database error{where}: {_one_line(exc)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    from .publishers import describe
+
+    return " ".join(describe(exc).split())
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    print(message, file=sys.stderr)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":
