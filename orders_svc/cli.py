@@ -75,7 +75,7 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
 def serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
-    from .protocol import CoalescingHttpToolsProtocol
+    from .serving import CoalescingHttpToolsProtocol
 
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)

@@ -130,6 +130,9 @@ BODY_TOO_LARGE = Problem(413, "request body exceeds {limit} bytes", summary="Bod
 WRONG_SHAPE = Problem(422, "{detail}", summary="JSON of the wrong shape: the message names the field")
 TOTAL_OUT_OF_RANGE = Problem(422, "totalCents must be between 0 and 2147483647")
 IF_MATCH_REQUIRED = Problem(428, 'If-Match is required: send the ETag you last saw, e.g. If-Match: "1"')
+# The HTTP layer's own refusals (orders_svc/serving.py), before any route runs.
+MALFORMED_HTTP = Problem(400, "malformed HTTP request")
+TOO_BUSY = Problem(503, "too many requests in progress; retry shortly", headers=RETRY_SOON)
 # 5xx
 INTERNAL = Problem(500, "internal error", summary="Unexpected failure, no internals")
 UNAVAILABLE = Problem(503, "the database is unavailable; retry shortly", headers=RETRY_SOON)
@@ -176,9 +179,9 @@ def error_response(
     return Response(body, status, headers=headers, media_type="application/json")
 
 
-def problem_response(problem: Problem, **fields: Any) -> Response:
+def body_of(problem: Problem, **fields: Any) -> bytes:
     error = problem.error(**fields)
-    return error_response(error.status, error.message, error.details, error.headers)
+    return _encode(Error(code=code_of(error.status), message=error.message, details=error.details))
 
 
 async def api_error_handler(_: Request, exc: Exception) -> Response:

@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import NamedTuple
 
-from .db import Connection, Pool, create_pool
+from .db import Connection, Database, create_pool
 from .queries import idempotency, outbox
 from .settings import Settings
 
@@ -17,7 +17,7 @@ class Purged(NamedTuple):
     outbox_events: int
 
 
-async def purge(pool: Pool, settings: Settings) -> Purged:
+async def purge(pool: Database, settings: Settings) -> Purged:
     """Delete what has expired, one bounded DELETE (and so one short transaction) at a time.
 
     Unpublished and dead-lettered outbox rows are never deleted: only published ones past the retention.
@@ -33,7 +33,7 @@ async def purge(pool: Pool, settings: Settings) -> Purged:
     return purged
 
 
-async def _drain(pool: Pool, batch: int, delete: Callable[[Connection], Awaitable[int]]) -> int:
+async def _drain(pool: Database, batch: int, delete: Callable[[Connection], Awaitable[int]]) -> int:
     total = 0
     while True:
         async with pool.acquire() as conn:

@@ -21,12 +21,14 @@ _base_factory = logging.getLogRecordFactory()
 
 
 def _record_with_request_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
-    # Stamped when the record is made, inside the request's context, so any handler (queued ones too) sees it.
+    # Stamped when the record is made, inside the request's context, so any handler (queued ones, pytest's
+    # capture, another library's) sees it: a filter or a formatter would stamp only what reaches our handler.
     record = _base_factory(*args, **kwargs)
     record.request_id = request_id.get()
     return record
 
 
+# logging's documented hook for adding attributes to every record (chained over the factory in place).
 logging.setLogRecordFactory(_record_with_request_id)
 _encode = msgspec.json.Encoder().encode
 
@@ -184,12 +186,13 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure(level: str, fmt: str, stream: TextIO | None = None) -> None:
     """The root logger writes `fmt` lines at `level` to `stream` (stderr), batched."""
-    # No line carries the thread, the process or the caller's file and line: skip gathering them for every
-    # record (the switches the logging HOWTO lists under "Optimization"; findCaller walks the stack).
+    # No line carries the thread or the process: skip gathering them for every record (public switches the
+    # logging HOWTO lists under "Optimization"). The caller's file and line are still looked up: the HOWTO's
+    # switch for that is a private attribute, and it saved about 2 us per record only on lines that go
+    # through logging, which the request line does not (log_request).
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging._srcfile = None
     handler = BufferedStreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

@@ -20,7 +20,7 @@ from datetime import timedelta
 import asyncpg
 
 from . import housekeeping
-from .db import Pool, create_pool
+from .db import Database, create_pool
 from .publishers import Publisher, describe
 from .queries import outbox as queries
 from .queries.outbox import OutboxEvent
@@ -72,7 +72,7 @@ class Relay:
             await pool.close()
             log.info("relay stopped")
 
-    async def relay_batch(self, pool: Pool) -> int:
+    async def relay_batch(self, pool: Database) -> int:
         """Claim, publish and settle one batch in one transaction; returns how many events were claimed."""
         settings = self.settings
         async with pool.acquire() as conn, conn.transaction():
@@ -121,7 +121,7 @@ class Relay:
             else:
                 log.warning("publish failed; will retry with backoff", extra=extra)
 
-    async def _purge_if_due(self, pool: Pool) -> None:
+    async def _purge_if_due(self, pool: Database) -> None:
         if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + self.settings.purge_interval.total_seconds()
             await housekeeping.purge(pool, self.settings)
@@ -164,7 +164,7 @@ async def _first_of(wake: asyncio.Event, stop: asyncio.Event, limit: timedelta) 
         await asyncio.gather(*waiters, return_exceptions=True)
 
 
-async def retry_dead(pool: Pool) -> int:
+async def retry_dead(pool: Database) -> int:
     """Return every dead-lettered event to the queue with a fresh attempt budget; how many there were."""
     async with pool.acquire() as conn:
         return await queries.retry_dead_outbox(conn)

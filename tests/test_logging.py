@@ -139,14 +139,14 @@ def keyed(tenant: str, request_id: str) -> dict[str, str]:
 def service_logging():
     """The service's own logging set-up (configure) on a StringIO; the root logger restored after."""
     root = logging.getLogger()
-    saved = (root.handlers[:], root.level, logs._installed, logging.logThreads, logging._srcfile)
+    saved = (root.handlers[:], root.level, logs._installed, logging.logThreads)
     stream = io.StringIO()
     logs.configure("INFO", "json", stream)
     try:
         yield stream, root.handlers[0]
     finally:
         root.handlers[0].close()
-        root.handlers[:], level, logs._installed, logging.logThreads, logging._srcfile = saved
+        root.handlers[:], level, logs._installed, logging.logThreads = saved
         root.setLevel(level)
 
 
