@@ -72,6 +72,7 @@ class Write:
 WRITES = (
     Write("confirm", "PATCH /orders/{id}/confirm", seeded="draft", reaches="confirmed"),
     Write("close", "POST /orders/{id}/close", seeded="confirmed", reaches="closed", outbox=True),
+    Write("cancel", "POST /orders/{id}/cancel", seeded="confirmed", reaches="cancelled", outbox=True),
 )
 
 # The rows of the HTTP table, in order.
