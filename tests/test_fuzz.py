@@ -35,7 +35,7 @@ CONFIG = schemathesis.Config.from_dict(
             "missing_required_header": {
                 "expected-statuses": [400, 401, 403, 404, 406, 415, 422, 428],
             },
-            # A request the schema allows may still be refused by the state it meets, as the contract says:
+            # A request the schema allows may still be refused by the state it meets, as the contract says
             # 404 (no such order), 409 (stale version, state, stock); and what no schema can say: 403 (a body
             # tenantId that is not the caller's), 422 (an item naming a product not in the catalogue; a confirm
             # without totalCents of an order without items). Any other 4xx for a schema-valid request, and
