@@ -19,25 +19,61 @@ INSERT INTO orders (id, tenant_id, status, version, total_cents, created_at, upd
 SELECT $6, $1, 'draft', 1, NULL, $8, $8 FROM claim
 RETURNING id;
 
+-- name: select_lines
+-- The products $2 of tenant $1 as an order's lines would copy them (sku, name, price), with whether each is for
+-- sale; a product unknown to the tenant is missing. A plain read: the stock is taken by create_order_with_items.
+SELECT id, sku, name, price_cents, active
+FROM products
+WHERE tenant_id = $1 AND id = ANY ($2::uuid[]);
+
 -- name: create_order_with_items
--- Inserts draft order $2 of tenant $1 created at $5, holding its stock until $6, with one line per product of
--- $3 (quantities $4, in that order), each a snapshot of the product's sku, name and price; the total is their
--- sum. Returns the lines found (a product unknown to the tenant has none: the caller rolls back) with whether
--- the product is active. Reads the products without locking them: reserve_stock comes last.
-WITH lines AS (
-    SELECT w.line, p.id AS product_id, p.sku, p.name, p.price_cents, w.quantity, p.active
-    FROM unnest($3::uuid[], $4::int[]) WITH ORDINALITY AS w (product_id, quantity, line)
-    JOIN products AS p ON p.tenant_id = $1 AND p.id = w.product_id
+-- Fast path of an idempotent create with lines, one statement: unless key $2 of tenant $1 exists, locks products
+-- $10 (quantities $11) in id order and, if every one is active, has the stock and still has the sku $13, name
+-- $14 and price $12 the response was rendered with, claims the key (fingerprint $3, lifetime $7) storing
+-- response $4/$5, takes the stock, and inserts draft order $6 (total $15, created at $8, reserved until $9)
+-- with its lines. Returns whether the key was new, whether it was claimed, and each locked product as found.
+-- The product rows are held only while this statement and its commit run: no round trip of the client's.
+WITH wanted AS (
+    SELECT *
+    FROM unnest($10::uuid[], $11::int[], $12::int[], $13::text[], $14::text[]) WITH ORDINALITY
+        AS w (product_id, quantity, price_cents, sku, name, line)
+), fresh AS (
+    SELECT NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE tenant_id = $1 AND key = $2) AS yes
+), locked AS (
+    SELECT id, stock, active, price_cents, sku, name
+    FROM products
+    WHERE tenant_id = $1 AND id = ANY ($10::uuid[]) AND (SELECT yes FROM fresh)
+    ORDER BY id
+    FOR NO KEY UPDATE
+), verdict AS (
+    SELECT count(*) = cardinality($10::uuid[]) AND coalesce(bool_and(
+               l.active AND l.stock >= w.quantity
+               AND (l.price_cents, l.sku, l.name) = (w.price_cents, w.sku, w.name)), false) AS ok
+    FROM locked AS l JOIN wanted AS w ON w.product_id = l.id
+), claim AS (
+    INSERT INTO idempotency_keys
+        (tenant_id, key, fingerprint, response_status, response_headers, response_body, created_at, expires_at)
+    SELECT $1, $2, $3, 201, $4, $5, now(), now() + $7::interval FROM verdict WHERE ok
+    ON CONFLICT (tenant_id, key) DO NOTHING
+    RETURNING 1
+), taken AS (
+    UPDATE products AS p
+    SET stock = p.stock - w.quantity, version = p.version + 1, updated_at = greatest($8, p.updated_at)
+    FROM wanted AS w CROSS JOIN claim
+    WHERE p.tenant_id = $1 AND p.id = w.product_id
 ), placed AS (
     INSERT INTO orders (id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until)
-    SELECT $2, $1, 'draft', 1, sum(price_cents::bigint * quantity), $5, $5, $6 FROM lines
+    SELECT $6, $1, 'draft', 1, $15, $8, $8, $9 FROM claim
     RETURNING id
 ), items AS (
     INSERT INTO order_items (order_id, line, tenant_id, product_id, sku, name, unit_price_cents, quantity)
-    SELECT placed.id, lines.line, $1, lines.product_id, lines.sku, lines.name, lines.price_cents, lines.quantity
-    FROM placed CROSS JOIN lines
+    SELECT placed.id, w.line, $1, w.product_id, w.sku, w.name, w.price_cents, w.quantity
+    FROM placed CROSS JOIN wanted AS w
 )
-SELECT line, product_id, sku, name, price_cents, quantity, active FROM lines ORDER BY line;
+SELECT (SELECT yes FROM fresh), EXISTS (SELECT 1 FROM claim), l.id, l.stock, l.active, w.quantity
+FROM (SELECT 1) AS one
+LEFT JOIN locked AS l ON true
+LEFT JOIN wanted AS w ON w.product_id = l.id;
 
 -- name: select_order_items
 -- The lines of orders $2 of tenant $1, by order and line.

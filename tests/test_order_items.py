@@ -206,3 +206,15 @@ async def test_closing_an_order_with_items_keeps_its_stock_taken(client, tenant,
     assert (await client.patch(f"/orders/{order_id}/confirm", headers=headers, json={})).status_code == 200
     assert (await close(client, tenant, order_id)).status_code == 200
     assert await stock_of(db, product) == 3
+
+
+async def test_a_retry_replays_its_answer_even_when_the_product_is_sold_out_or_withdrawn(client, tenant, db):
+    product = await add_product(db, tenant, stock=2)
+    first = await order_with(client, tenant, lines((product, 2)), key="last-two")
+    assert first.status_code == 201 and await stock_of(db, product) == 0
+    sold_out = await order_with(client, tenant, lines((product, 2)), key="last-two")
+    assert sold_out.status_code == 200 and sold_out.content == first.content
+    await db.execute("UPDATE products SET active = false WHERE id = $1", uuid.UUID(product))
+    withdrawn = await order_with(client, tenant, lines((product, 2)), key="last-two")
+    assert withdrawn.status_code == 200 and withdrawn.content == first.content
+    assert await count_orders(db, tenant) == 1 and await stock_of(db, product) == 0

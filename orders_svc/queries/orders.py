@@ -8,6 +8,7 @@ from ..db import Connection
 from . import statement
 
 CREATE_ORDER = statement("create_order")
+SELECT_LINES = statement("select_lines")
 CREATE_ORDER_WITH_ITEMS = statement("create_order_with_items")
 SELECT_ORDER_ITEMS = statement("select_order_items")
 SELECT_ORDER = statement("select_order")
@@ -30,15 +31,22 @@ class OrderRow(NamedTuple):
 
 
 class LineRow(NamedTuple):
-    """A line as the order was created with it: the product's snapshot, and whether it was active then."""
+    """A product as an order's line copies it, and whether it is for sale."""
 
-    line: int
     product_id: uuid.UUID
     sku: str
     name: str
     unit_price_cents: int
-    quantity: int
     active: bool
+
+
+class Placed(NamedTuple):
+    """What create_order_with_items did: whether the key was new, whether it was claimed (the order placed),
+    and each product it locked: (product id, stock, active, quantity asked)."""
+
+    fresh: bool
+    claimed: bool
+    locked: list[tuple[uuid.UUID, int, bool, int]]
 
 
 class ItemRow(NamedTuple):
@@ -72,19 +80,40 @@ async def create_order(
     return row is not None
 
 
+async def select_lines(conn: Connection, tenant_id: str, product_ids: list[uuid.UUID]) -> list[LineRow]:
+    return [LineRow(*row) for row in await conn.fetch(SELECT_LINES, tenant_id, product_ids)]
+
+
 async def create_order_with_items(
     conn: Connection,
     tenant_id: str,
-    order_id: uuid.UUID,
-    lines: list[tuple[uuid.UUID, int]],
-    created_at: datetime,
-    reserved_until: datetime,
-) -> list[LineRow]:
-    products, quantities = [p for p, _ in lines], [q for _, q in lines]
+    idem: tuple[str, bytes, timedelta],
+    response: tuple[dict[str, str], bytes],
+    order: OrderRow,
+    lines: list[tuple[LineRow, int]],
+) -> Placed:
+    key, fingerprint, ttl = idem
+    headers, body = response
     rows = await conn.fetch(
-        CREATE_ORDER_WITH_ITEMS, tenant_id, order_id, products, quantities, created_at, reserved_until
+        CREATE_ORDER_WITH_ITEMS,
+        tenant_id,
+        key,
+        fingerprint,
+        headers,
+        body,
+        order.id,
+        ttl,
+        order.created_at,
+        order.reserved_until,
+        [line.product_id for line, _ in lines],
+        [quantity for _, quantity in lines],
+        [line.unit_price_cents for line, _ in lines],
+        [line.sku for line, _ in lines],
+        [line.name for line, _ in lines],
+        order.total_cents,
     )
-    return [LineRow(*row) for row in rows]
+    fresh, claimed = rows[0][0], rows[0][1]
+    return Placed(fresh, claimed, [(r[2], r[3], r[4], r[5]) for r in rows if r[2] is not None])
 
 
 async def select_order_items(conn: Connection, tenant_id: str, order_ids: list[uuid.UUID]) -> list[ItemRow]:

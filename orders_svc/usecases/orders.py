@@ -8,15 +8,15 @@ from .. import errors, states
 from ..db import Connection, Pool, connection
 from ..errors import ApiError
 from ..pagination import encode_cursor
+from ..queries import idempotency, stock
 from ..queries import orders as queries
-from ..queries import stock
 from ..queries.orders import ItemRow, LineRow, OrderRow, Target
 from ..schemas import Order, OrderItem, OrderPage, encoder, rfc3339
 from ..states import OrderStatus, Transition
 from ..writes import Idempotency, Reply, perform
 
 Lines = list[tuple[uuid.UUID, int]]  # (product id, quantity) in the order the client listed them
-Items = Sequence[ItemRow | LineRow]  # an order's lines, as stored or as just created
+Items = Sequence[ItemRow]  # an order's lines
 
 
 def to_order(row: OrderRow, items: Items = ()) -> Order:
@@ -68,47 +68,80 @@ async def create_order(pool: Pool, tenant: str, idem: Idempotency) -> Reply:
 async def create_order_with_items(
     pool: Pool, tenant: str, idem: Idempotency, lines: Lines, reservation: timedelta
 ) -> Reply:
-    """A draft order whose lines reserve their stock, all or none, in the transaction that claims the key.
+    """A draft order whose lines take their stock, all or none, with the key's claim and the stored response.
 
-    The products' rows are locked last (reserve_stock), so a popular product is held only for that statement,
-    the stored response and the commit.
+    The products are read first without a lock and the response rendered from them; then one statement
+    (the items' fast path of `perform`) locks the products in id order, checks that each still is what the
+    response says and has the stock, and claims, takes, inserts and stores: a popular product's row is held
+    only while that statement and its commit run inside the database. A product changed in between (price,
+    name) is read again; a refusal leaves the key unclaimed and the stock untouched.
     """
     order_id = uuid.uuid4()
+    product_ids = [product_id for product_id, _ in lines]
 
-    async def create(conn: Connection) -> Reply:
-        now = datetime.now(UTC)
-        found = await queries.create_order_with_items(conn, tenant, order_id, lines, now, now + reservation)
-        _check_catalogue(lines, found)
-        _check_reserved(await stock.reserve_stock(conn, tenant, lines, now))
-        total = sum(line.unit_price_cents * line.quantity for line in found)
-        row = OrderRow(order_id, tenant, states.INITIAL, 1, total, now, now, now + reservation)
-        return _created(row, found)
+    async def create(conn: Connection, idem: Idempotency) -> Reply | None:
+        try:
+            for _ in range(_SNAPSHOT_ATTEMPTS):
+                found = {
+                    line.product_id: line for line in await queries.select_lines(conn, tenant, product_ids)
+                }
+                ordered = _in_catalogue(lines, found)
+                now = datetime.now(UTC)
+                total = sum(line.unit_price_cents * quantity for line, quantity in ordered)
+                if total > MAX_CENTS:
+                    raise errors.OUT_OF_RANGE.error()
+                row = OrderRow(order_id, tenant, states.INITIAL, 1, total, now, now, now + reservation)
+                reply = _created(row, [_item(order_id, line, quantity) for line, quantity in ordered])
+                placed = await queries.create_order_with_items(
+                    conn, tenant, idem, (reply.headers, reply.body), row, ordered
+                )
+                if placed.claimed:
+                    return reply
+                if not placed.fresh:
+                    return None  # the key exists: perform replays it (or takes it over, when expired)
+                _check_stock(placed.locked)  # raises unless the products changed since they were read
+        except ApiError:
+            # A retry of a request that was answered meanwhile replays that answer, whatever the stock is now.
+            if await idempotency.select_key(conn, tenant, idem.key) is not None:
+                return None
+            raise
+        raise errors.REQUEST_IN_PROGRESS.error()
 
-    return await perform(pool, tenant, idem, create)
+    return await perform(pool, tenant, idem, fused=create)
 
 
-def _check_catalogue(lines: Lines, found: list[LineRow]) -> None:
-    """Unknown products first (422), then inactive ones (409), as the client listed them."""
-    known = {line.product_id for line in found}
+_SNAPSHOT_ATTEMPTS = 3
+MAX_CENTS = 2**31 - 1
+
+
+def _in_catalogue(lines: Lines, found: dict[uuid.UUID, LineRow]) -> list[tuple[LineRow, int]]:
+    """The lines as the catalogue has them; unknown products first (422), then inactive ones (409)."""
     for product_id, _ in lines:
-        if product_id not in known:
+        if product_id not in found:
             raise errors.UNKNOWN_PRODUCT.error(productId=str(product_id))
-    for line in found:
-        if not line.active:
-            raise errors.PRODUCT_INACTIVE.error(productId=str(line.product_id))
+    for product_id, _ in lines:
+        if not found[product_id].active:
+            raise errors.PRODUCT_INACTIVE.error(productId=str(product_id))
+    return [(found[product_id], quantity) for product_id, quantity in lines]
 
 
-def _check_reserved(reservations: list[stock.Reservation]) -> None:
-    for r in reservations:
-        if not r.active:  # deactivated since the lines were read
-            raise errors.PRODUCT_INACTIVE.error(productId=str(r.product_id))
+def _check_stock(locked: list[tuple[uuid.UUID, int, bool, int]]) -> None:
+    """Why the locked products refused the order: inactive, then short lines; returns when neither holds
+    (the products changed since they were read: the caller reads them again)."""
+    for product_id, _, active, _ in locked:
+        if not active:
+            raise errors.PRODUCT_INACTIVE.error(productId=str(product_id))
     short = [
-        {"productId": str(r.product_id), "requested": r.quantity, "available": r.stock}
-        for r in reservations
-        if not r.reserved
+        {"productId": str(product_id), "requested": quantity, "available": stock}
+        for product_id, stock, _, quantity in locked
+        if stock < quantity
     ]
     if short:
         raise errors.INSUFFICIENT_STOCK.error(items=short)
+
+
+def _item(order_id: uuid.UUID, line: LineRow, quantity: int) -> ItemRow:
+    return ItemRow(order_id, line.product_id, line.sku, line.name, line.unit_price_cents, quantity)
 
 
 async def confirm_order(
