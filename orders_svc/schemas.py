@@ -1,11 +1,12 @@
 """Request and response types: the handlers decode and encode with these; /openapi.json is built from them."""
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from .states import OrderStatus
 
@@ -59,6 +60,73 @@ class Order(Base):
 
 class OrderPage(Base):
     items: list[Order]
+    next_cursor: Annotated[str, Meta(description="Opaque; pass back as ?cursor=")] | None
+
+
+SKU_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+_SKU = re.compile(SKU_PATTERN)
+Sku = Annotated[str, Meta(pattern=SKU_PATTERN, description="1-64 chars of [A-Za-z0-9._-], unique per tenant")]
+# PostgreSQL's text holds no NUL character.
+ProductName = Annotated[str, Meta(min_length=1, max_length=200, pattern="^[^\x00]*$")]
+Quantity = Annotated[int, Meta(ge=0, le=2**31 - 1, description="An integer from 0 to 2147483647")]
+Delta = Annotated[
+    int,
+    Meta(
+        ge=-(2**63),
+        le=2**63 - 1,
+        description="Added to the stock; not 0. A result below 0 is a 409, above 2147483647 a 422",
+        extra_json_schema={"not": {"const": 0}},
+    ),
+]
+
+
+class CreateProduct(Base):
+    sku: Sku
+    name: ProductName
+    price_cents: Cents
+    stock: Quantity = 0
+    active: bool = True
+
+    def __post_init__(self) -> None:
+        if not _SKU.fullmatch(self.sku):  # the pattern's `$` would let a trailing newline through
+            raise ValueError("sku must be 1-64 characters of [A-Za-z0-9._-]")
+
+
+class UpdateProduct(Base):
+    """At least one field; the others keep their value."""
+
+    name: ProductName | UnsetType = UNSET
+    price_cents: Cents | UnsetType = UNSET
+    active: bool | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if self.name is UNSET and self.price_cents is UNSET and self.active is UNSET:
+            raise ValueError("send at least one of name, priceCents, active")
+
+
+class StockChange(Base):
+    delta: Delta
+
+    def __post_init__(self) -> None:
+        if self.delta == 0:
+            raise ValueError("delta must not be 0")
+
+
+class Product(Base):
+    id: uuid.UUID
+    tenant_id: str
+    sku: str
+    name: str
+    price_cents: Cents
+    stock: Quantity
+    active: bool
+    version: Annotated[int, Meta(ge=1)]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class ProductPage(Base):
+    items: list[Product]
     next_cursor: Annotated[str, Meta(description="Opaque; pass back as ?cursor=")] | None
 
 
