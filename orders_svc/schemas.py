@@ -26,6 +26,10 @@ Timestamp = Annotated[
 ]
 
 
+# PostgreSQL's text holds no NUL character: text stored from a request refuses it up front (422, not 500).
+NO_NUL = "^[^\x00]*$"
+
+
 class Base(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """Shared settings: camelCase on the wire, unknown fields refused."""
 
@@ -45,7 +49,7 @@ class CloseOrder(Base):
 class CancelOrder(Base, omit_defaults=True):
     """An empty body, `{}`, or a reason that the orders.cancelled event carries."""
 
-    reason: Annotated[str, Meta(max_length=200)] | None = None
+    reason: Annotated[str, Meta(max_length=200, pattern=NO_NUL)] | None = None
 
 
 class Order(Base):
@@ -66,8 +70,7 @@ class OrderPage(Base):
 SKU_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 _SKU = re.compile(SKU_PATTERN)
 Sku = Annotated[str, Meta(pattern=SKU_PATTERN, description="1-64 chars of [A-Za-z0-9._-], unique per tenant")]
-# PostgreSQL's text holds no NUL character.
-ProductName = Annotated[str, Meta(min_length=1, max_length=200, pattern="^[^\x00]*$")]
+ProductName = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 Quantity = Annotated[int, Meta(ge=0, le=2**31 - 1, description="An integer from 0 to 2147483647")]
 Delta = Annotated[
     int,

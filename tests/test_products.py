@@ -516,3 +516,22 @@ async def test_writing_to_another_tenants_product_returns_404_and_changes_nothin
     assert_error(response, 404, "not_found")
     assert await product_row(db, pid) == before
     assert await count_keys(db, stranger) == 0
+
+
+# ------------------------------------------------------------------------------------------- text
+async def test_text_with_a_nul_character_is_refused_with_422_wherever_it_would_be_stored(client, tenant, db):
+    """PostgreSQL's text cannot hold NUL: product names and cancel reasons refuse it before the database."""
+    pid = await product_id(client, tenant)
+    before = await product_row(db, pid)
+    named = await create_product(client, tenant, product_body(name="a\u0000b"))
+    renamed = await patch_product(client, tenant, pid, {"name": "\u0000"})
+    created = await client.post("/orders", headers={"X-Tenant-Id": tenant, "Idempotency-Key": "o"})
+    order_id = created.json()["id"]
+    cancel = await client.post(
+        f"/orders/{order_id}/cancel", headers={"X-Tenant-Id": tenant}, json={"reason": "why\u0000"}
+    )
+    for response in (named, renamed, cancel):
+        assert_error(response, 422, "validation_error")
+    assert await product_row(db, pid) == before and await count_products(db, tenant) == 1
+    status = await db.fetchval("SELECT status FROM orders WHERE id = $1", uuid.UUID(order_id))
+    assert status == "draft"
