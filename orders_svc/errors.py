@@ -79,7 +79,7 @@ class Problem:
     def error(self, **fields: Any) -> ApiError:
         text = self.message.format(**fields) if fields else self.message
         details = {"reason": self.reason} if self.reason is not None else {}
-        details.update((name, fields[name]) for name in self.details)
+        details.update((name, fields[name]) for name in self.details if name in fields)
         return ApiError(self.status, text, details or None, self.headers)
 
     def describe(self) -> str:
@@ -135,14 +135,34 @@ REQUEST_IN_PROGRESS = Problem(
     headers=RETRY_SOON,
 )
 SKU_TAKEN = Problem(409, "another product of this tenant has this sku", "sku_taken")
-INSUFFICIENT_STOCK = Problem(
-    409, "not enough stock", "insufficient_stock", ("available",), summary="The stock cannot go below 0"
+# Orders with items: the catalogue and its stock.
+UNKNOWN_PRODUCT = Problem(
+    422, "product {productId} is not in the catalogue", "unknown_product", ("productId",)
 )
+DUPLICATE_LINE = Problem(
+    422, "product {productId} is listed twice: list each product once", details=("productId",)
+)
+PRODUCT_INACTIVE = Problem(409, "product {productId} is not for sale", "product_inactive", ("productId",))
+INSUFFICIENT_STOCK = Problem(
+    409,
+    "not enough stock",
+    "insufficient_stock",
+    ("items", "available"),
+    summary="Not enough stock: details.items (productId, requested, available per short line) or .available",
+)
+TOTAL_MISMATCH = Problem(
+    409,
+    "totalCents must be the order's total, {expectedTotalCents}",
+    "total_mismatch",
+    ("expectedTotalCents",),
+    summary="totalCents differs from the total of the order's items",
+)
+TOTAL_REQUIRED = Problem(422, "totalCents is required to confirm an order without items")
+OUT_OF_RANGE = Problem(422, "a total or a stock would exceed 2147483647")
 # 413 / 422 / 428
 BODY_TOO_LARGE = Problem(413, "request body exceeds {limit} bytes", summary="Body larger than 64 KiB")
 WRONG_SHAPE = Problem(422, "{detail}", summary="JSON of the wrong shape: the message names the field")
 TOTAL_OUT_OF_RANGE = Problem(422, "totalCents must be between 0 and 2147483647")
-STOCK_OUT_OF_RANGE = Problem(422, "the stock would exceed 2147483647", details=("available",))
 IF_MATCH_REQUIRED = Problem(428, 'If-Match is required: send the ETag you last saw, e.g. If-Match: "1"')
 # The HTTP layer's own refusals (orders_svc/serving.py), before any route runs.
 MALFORMED_HTTP = Problem(400, "malformed HTTP request")

@@ -34,12 +34,33 @@ class Base(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """Shared settings: camelCase on the wire, unknown fields refused."""
 
 
+class LineItem(Base):
+    product_id: uuid.UUID
+    quantity: Annotated[int, Meta(ge=1, le=1000)]
+
+
 class CreateOrder(Base, omit_defaults=True):
     tenant_id: TenantId | None = None
+    items: (
+        Annotated[
+            list[LineItem],
+            Meta(
+                min_length=1,
+                max_length=50,
+                description="1-50 lines, each product at most once; stock reserved",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class ConfirmOrder(Base):
-    total_cents: Cents
+    total_cents: (
+        Annotated[
+            Cents, Meta(description="Required for an order without items; for one with items, its total")
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class CloseOrder(Base):
@@ -60,6 +81,18 @@ class Order(Base):
     total_cents: Cents | None
     created_at: Timestamp
     updated_at: Timestamp
+    # Only orders created with items have these two keys.
+    items: list["OrderItem"] | UnsetType = UNSET
+    reserved_until: Timestamp | UnsetType = UNSET
+
+
+class OrderItem(Base):
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    unit_price_cents: Cents
+    quantity: int
+    line_total_cents: Cents
 
 
 class OrderPage(Base):
@@ -157,7 +190,3 @@ def rfc3339(ts: datetime) -> str:
 
 
 encoder = msgspec.json.Encoder()
-decode_create = msgspec.json.Decoder(CreateOrder).decode
-decode_confirm = msgspec.json.Decoder(ConfirmOrder).decode
-decode_close = msgspec.json.Decoder(CloseOrder).decode
-decode_cancel = msgspec.json.Decoder(CancelOrder).decode

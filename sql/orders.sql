@@ -19,18 +19,48 @@ INSERT INTO orders (id, tenant_id, status, version, total_cents, created_at, upd
 SELECT $6, $1, 'draft', 1, NULL, $8, $8 FROM claim
 RETURNING id;
 
+-- name: create_order_with_items
+-- Inserts draft order $2 of tenant $1 created at $5, holding its stock until $6, with one line per product of
+-- $3 (quantities $4, in that order), each a snapshot of the product's sku, name and price; the total is their
+-- sum. Returns the lines found (a product unknown to the tenant has none: the caller rolls back) with whether
+-- the product is active. Reads the products without locking them: reserve_stock comes last.
+WITH lines AS (
+    SELECT w.line, p.id AS product_id, p.sku, p.name, p.price_cents, w.quantity, p.active
+    FROM unnest($3::uuid[], $4::int[]) WITH ORDINALITY AS w (product_id, quantity, line)
+    JOIN products AS p ON p.tenant_id = $1 AND p.id = w.product_id
+), placed AS (
+    INSERT INTO orders (id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until)
+    SELECT $2, $1, 'draft', 1, sum(price_cents::bigint * quantity), $5, $5, $6 FROM lines
+    RETURNING id
+), items AS (
+    INSERT INTO order_items (order_id, line, tenant_id, product_id, sku, name, unit_price_cents, quantity)
+    SELECT placed.id, lines.line, $1, lines.product_id, lines.sku, lines.name, lines.price_cents, lines.quantity
+    FROM placed CROSS JOIN lines
+)
+SELECT line, product_id, sku, name, price_cents, quantity, active FROM lines ORDER BY line;
+
+-- name: select_order_items
+-- The lines of orders $2 of tenant $1, by order and line.
+SELECT order_id, product_id, sku, name, unit_price_cents, quantity
+FROM order_items
+WHERE tenant_id = $1 AND order_id = ANY ($2::uuid[])
+ORDER BY order_id, line;
+
 -- name: select_order
 -- The order $2 of tenant $1.
-SELECT id, tenant_id, status, version, total_cents, created_at, updated_at
+SELECT id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
 FROM orders
 WHERE tenant_id = $1 AND id = $2;
 
 -- name: confirm_order
--- draft -> confirmed with total $4 at $5 for order $2 of tenant $1, only at a version in $3 (NULL = If-Match: *).
+-- draft -> confirmed at $5 for order $2 of tenant $1, only at a version in $3 (NULL = If-Match: *). An order
+-- without lines takes total $4; an order with lines keeps the total of its lines, which $4 may repeat.
 UPDATE orders
-SET status = 'confirmed', total_cents = $4, version = version + 1, updated_at = greatest($5, updated_at)
+SET status = 'confirmed', total_cents = coalesce($4, total_cents), version = version + 1,
+    updated_at = greatest($5, updated_at)
 WHERE tenant_id = $1 AND id = $2 AND status = 'draft' AND ($3::int[] IS NULL OR version = ANY ($3::int[]))
-RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at;
+  AND CASE WHEN reserved_until IS NULL THEN $4::int IS NOT NULL ELSE $4::int IS NULL OR $4::int = total_cents END
+RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until;
 
 -- name: close_order
 -- confirmed -> closed at $5 for order $2 of tenant $1 at a version in $3 (NULL = any), plus outbox event $4
@@ -40,7 +70,7 @@ WITH closed AS (
     SET status = 'closed', version = version + 1, updated_at = greatest($5, updated_at)
     WHERE tenant_id = $1 AND id = $2 AND status = 'confirmed'
       AND ($3::int[] IS NULL OR version = ANY ($3::int[]))
-    RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at
+    RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
 ), event AS (
     INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
     SELECT $4, 'orders.closed', id, version, tenant_id, updated_at, jsonb_build_object(
@@ -57,7 +87,7 @@ WITH cancelled AS (
     SET status = 'cancelled', version = version + 1, updated_at = greatest($6, updated_at)
     WHERE tenant_id = $1 AND id = $2 AND status IN ('draft', 'confirmed')
       AND ($3::int[] IS NULL OR version = ANY ($3::int[]))
-    RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at
+    RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
 ), event AS (
     INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
     SELECT $4, 'orders.cancelled', id, version, tenant_id, updated_at, jsonb_build_object(
@@ -68,7 +98,7 @@ SELECT * FROM cancelled;
 
 -- name: list_orders_first
 -- The newest $2 orders of tenant $1 (callers pass page size + 1 to learn whether another page follows).
-SELECT id, tenant_id, status, version, total_cents, created_at, updated_at
+SELECT id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
 FROM orders
 WHERE tenant_id = $1
 ORDER BY created_at DESC, id DESC
@@ -76,7 +106,7 @@ LIMIT $2;
 
 -- name: list_orders_after
 -- The next $4 orders of tenant $1 strictly after keyset position ($2 created_at, $3 id), newest first.
-SELECT id, tenant_id, status, version, total_cents, created_at, updated_at
+SELECT id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
 FROM orders
 WHERE tenant_id = $1 AND (created_at, id) < ($2, $3)
 ORDER BY created_at DESC, id DESC

@@ -103,6 +103,7 @@ GLOBAL_BLOCKS = {
     "retry_dead_outbox": "an operator command (orders-svc outbox retry-dead) for the whole queue",
     "purge_published_outbox": "housekeeping: purges published events of every tenant",
     "purge_expired_idempotency_keys": "housekeeping: purges expired keys of every tenant",
+    "expire_reservations": "housekeeping: cancels the expired reservations of every tenant",
 }
 
 

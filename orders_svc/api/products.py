@@ -146,7 +146,7 @@ OPERATIONS = (
         errors=(
             PRODUCT_NOT_FOUND,
             errors.INSUFFICIENT_STOCK,
-            errors.STOCK_OUT_OF_RANGE,
+            errors.OUT_OF_RANGE,
             errors.IDEMPOTENCY_KEY_REQUIRED,
             *_BODY,
             *_KEYED,

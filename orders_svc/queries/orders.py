@@ -8,6 +8,8 @@ from ..db import Connection
 from . import statement
 
 CREATE_ORDER = statement("create_order")
+CREATE_ORDER_WITH_ITEMS = statement("create_order_with_items")
+SELECT_ORDER_ITEMS = statement("select_order_items")
 SELECT_ORDER = statement("select_order")
 CONFIRM_ORDER = statement("confirm_order")
 CLOSE_ORDER = statement("close_order")
@@ -24,6 +26,28 @@ class OrderRow(NamedTuple):
     total_cents: int | None
     created_at: datetime
     updated_at: datetime
+    reserved_until: datetime | None  # orders with lines only
+
+
+class LineRow(NamedTuple):
+    """A line as the order was created with it: the product's snapshot, and whether it was active then."""
+
+    line: int
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    unit_price_cents: int
+    quantity: int
+    active: bool
+
+
+class ItemRow(NamedTuple):
+    order_id: uuid.UUID
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    unit_price_cents: int
+    quantity: int
 
 
 def _order(row: object) -> OrderRow | None:
@@ -48,6 +72,25 @@ async def create_order(
     return row is not None
 
 
+async def create_order_with_items(
+    conn: Connection,
+    tenant_id: str,
+    order_id: uuid.UUID,
+    lines: list[tuple[uuid.UUID, int]],
+    created_at: datetime,
+    reserved_until: datetime,
+) -> list[LineRow]:
+    products, quantities = [p for p, _ in lines], [q for _, q in lines]
+    rows = await conn.fetch(
+        CREATE_ORDER_WITH_ITEMS, tenant_id, order_id, products, quantities, created_at, reserved_until
+    )
+    return [LineRow(*row) for row in rows]
+
+
+async def select_order_items(conn: Connection, tenant_id: str, order_ids: list[uuid.UUID]) -> list[ItemRow]:
+    return [ItemRow(*row) for row in await conn.fetch(SELECT_ORDER_ITEMS, tenant_id, order_ids)]
+
+
 async def select_order(conn: Connection, tenant_id: str, order_id: uuid.UUID) -> OrderRow | None:
     return _order(await conn.fetchrow(SELECT_ORDER, tenant_id, order_id))
 
@@ -60,7 +103,7 @@ class Target(NamedTuple):
     versions: list[int] | None
 
 
-async def confirm_order(conn: Connection, target: Target, total: int, at: datetime) -> OrderRow | None:
+async def confirm_order(conn: Connection, target: Target, total: int | None, at: datetime) -> OrderRow | None:
     return _order(await conn.fetchrow(CONFIRM_ORDER, *target, total, at))
 
 

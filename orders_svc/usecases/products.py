@@ -61,7 +61,7 @@ async def change_stock(
         current = await _existing(conn, tenant, product_id)
         if current.stock + delta < 0:
             raise errors.INSUFFICIENT_STOCK.error(available=current.stock)
-        raise errors.STOCK_OUT_OF_RANGE.error(available=current.stock)
+        raise errors.OUT_OF_RANGE.error()
 
     return await perform(pool, tenant, idem, change)
 
