@@ -46,6 +46,14 @@ _TENANT = {
     "description": "The caller's tenant (dev mode); or send Authorization: Bearer <JWT> (claim tenant_id)",
     "schema": {"type": "string", "pattern": TENANT_PATTERN},
 }
+_ROLES = {
+    "name": "X-Roles",
+    "in": "header",
+    "required": False,
+    "description": "The caller's roles, comma-separated, e.g. admin (dev mode; in jwt mode only the verified "
+    "token's roles claim counts and this header is ignored)",
+    "schema": {"type": "string"},
+}
 _IF_MATCH = {
     "name": "If-Match",
     "in": "header",
@@ -63,6 +71,8 @@ _IDEMPOTENCY_KEY = {
 
 def _parameters(op: Operation) -> list[dict[str, Any]]:
     parameters: list[dict[str, Any]] = [_TENANT] if op.tenant else []
+    if op.roles:
+        parameters.append(_ROLES)
     parameters += [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
         for name in op.path_params
@@ -132,8 +142,12 @@ def _failures(problems: Iterable[Problem]) -> dict[str, Any]:
 
 def _operation(op: Operation) -> dict[str, Any]:
     document: dict[str, Any] = {"summary": op.summary, "operationId": op.operation_id}
-    if op.description:
-        document["description"] = op.description
+    description = op.description
+    if op.roles:
+        needed = ", ".join(op.roles)
+        description = f"Needs the role(s) {needed}. {description}".strip()
+    if description:
+        document["description"] = description
     parameters = _parameters(op)
     if parameters:
         document["parameters"] = parameters
@@ -143,6 +157,8 @@ def _operation(op: Operation) -> dict[str, Any]:
             "content": {JSON: {"schema": _ref(op.body.__name__)}},
         }
     problems = (*errors.COMMON, *op.errors) if op.tenant else op.errors
+    if op.roles:
+        problems = (*problems, errors.ROLE_REQUIRED)
     document["responses"] = {**_success(op), **_failures(problems)}
     if op.tenant:
         document["security"] = [{"bearer": []}, {}]

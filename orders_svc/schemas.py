@@ -1,5 +1,6 @@
 """Request and response types: the handlers decode and encode with these; /openapi.json is built from them."""
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -23,6 +24,10 @@ Timestamp = Annotated[
         description="RFC 3339 UTC with microseconds, e.g. 2026-11-22T03:50:10.123456Z",
     ),
 ]
+
+
+# PostgreSQL's text holds no NUL character: text stored from a request refuses it up front (422, not 500).
+NO_NUL = "^[^\x00]*$"
 
 
 class Base(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -65,7 +70,7 @@ class CloseOrder(Base):
 class CancelOrder(Base, omit_defaults=True):
     """An empty body, `{}`, or a reason that the orders.cancelled event carries."""
 
-    reason: Annotated[str, Meta(max_length=200)] | None = None
+    reason: Annotated[str, Meta(max_length=200, pattern=NO_NUL)] | None = None
 
 
 class Order(Base):
@@ -92,6 +97,72 @@ class OrderItem(Base):
 
 class OrderPage(Base):
     items: list[Order]
+    next_cursor: Annotated[str, Meta(description="Opaque; pass back as ?cursor=")] | None
+
+
+SKU_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+_SKU = re.compile(SKU_PATTERN)
+Sku = Annotated[str, Meta(pattern=SKU_PATTERN, description="1-64 chars of [A-Za-z0-9._-], unique per tenant")]
+ProductName = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Quantity = Annotated[int, Meta(ge=0, le=2**31 - 1, description="An integer from 0 to 2147483647")]
+Delta = Annotated[
+    int,
+    Meta(
+        ge=-(2**63),
+        le=2**63 - 1,
+        description="Added to the stock; not 0. A result below 0 is a 409, above 2147483647 a 422",
+        extra_json_schema={"not": {"const": 0}},
+    ),
+]
+
+
+class CreateProduct(Base):
+    sku: Sku
+    name: ProductName
+    price_cents: Cents
+    stock: Quantity = 0
+    active: bool = True
+
+    def __post_init__(self) -> None:
+        if not _SKU.fullmatch(self.sku):  # the pattern's `$` would let a trailing newline through
+            raise ValueError("sku must be 1-64 characters of [A-Za-z0-9._-]")
+
+
+class UpdateProduct(Base):
+    """At least one field; the others keep their value."""
+
+    name: ProductName | UnsetType = UNSET
+    price_cents: Cents | UnsetType = UNSET
+    active: bool | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if self.name is UNSET and self.price_cents is UNSET and self.active is UNSET:
+            raise ValueError("send at least one of name, priceCents, active")
+
+
+class StockChange(Base):
+    delta: Delta
+
+    def __post_init__(self) -> None:
+        if self.delta == 0:
+            raise ValueError("delta must not be 0")
+
+
+class Product(Base):
+    id: uuid.UUID
+    tenant_id: str
+    sku: str
+    name: str
+    price_cents: Cents
+    stock: Quantity
+    active: bool
+    version: Annotated[int, Meta(ge=1)]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class ProductPage(Base):
+    items: list[Product]
     next_cursor: Annotated[str, Meta(description="Opaque; pass back as ?cursor=")] | None
 
 
