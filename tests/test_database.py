@@ -11,7 +11,7 @@ from orders_svc.errors import ApiError
 from conftest import test_settings as settings_for
 
 # lock_not_available (55P03) naming no row or key, as a table locked by maintenance raises it: 503 (a wait
-# on a row or key, 409, is tried in tests/test_hardening_db.py).
+# on a row or key, 409, is tried in tests/test_database_bounds.py).
 LOCK_NOT_AVAILABLE = "DO $$ BEGIN RAISE EXCEPTION 'held' USING ERRCODE = '55P03'; END $$"
 
 
