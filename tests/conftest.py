@@ -19,7 +19,13 @@ from orders_svc import migrate
 from orders_svc.app import create_app
 from orders_svc.settings import Settings
 
-from servers import create_database, drop_database, serving
+from servers import (  # free_port and wait_until_ready: imported from here by test modules
+    create_database,
+    drop_database,
+    free_port,  # noqa: F401
+    serving,
+    wait_until_ready,  # noqa: F401
+)
 from support import app_client
 
 
