@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -16,10 +17,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+import nats
 import pytest
 from nats_support import NatsServer, read_stream
 
-from orders_svc.publishers import LogPublisher, NatsPublisher, Publisher
+from orders_svc.publishers import STREAM, STREAM_SUBJECTS, LogPublisher, NatsPublisher, Publisher
 from orders_svc.queries.outbox import OutboxEvent
 from orders_svc.relay import Relay
 from orders_svc.settings import Settings, SettingsError
@@ -342,46 +344,87 @@ async def test_relay_process_with_log_publisher_prints_events_and_exits_0_on_sig
     assert event["payload"]["orderId"] == order["id"] and event["payload"]["closedAt"] == order["updatedAt"]
 
 
-async def test_broker_outage_backs_rows_off_and_delivers_them_after_the_broker_returns(
-    fresh_client, fresh_db, fresh_database_url, nats_server, tenant
+async def test_broker_outage_charges_no_event_logs_once_and_delivers_everything_when_it_returns(
+    fresh_client, fresh_db, fresh_database_url, nats_server, tenant, caplog
 ):
+    # Two attempts would dead-letter a charged event: an outage of many probes must not come near that.
     settings = relay_settings(
         fresh_database_url,
         nats_server.url,
-        relay_backoff_base=200 * ms,
-        relay_backoff_cap=timedelta(seconds=1),
+        relay_max_attempts=2,
+        relay_backoff_base=20 * ms,
+        relay_probe_max=100 * ms,
     )
     publisher = await NatsPublisher.connect(nats_server.url, 0.5)
-    async with running(Relay(settings, fresh_database_url, publisher)):
+    relay = Relay(settings, fresh_database_url, publisher)
+    caplog.set_level(logging.INFO, logger="orders_svc.relay")
+    async with running(relay):
         await close_orders(fresh_client, tenant, 1)
         await wait_for(lambda: all_published(fresh_db))
         nats_server.stop()
-        await close_orders(fresh_client, tenant, 3)
-        await wait_for(lambda: _all_backing_off(fresh_db))
+        await close_orders(fresh_client, tenant, 5)
+        await wait_for(lambda: _probed(relay, 5))
         rows = await fresh_db.fetch("SELECT * FROM outbox WHERE published_at IS NULL")
-        assert len(rows) == 3
-        for row in rows:
-            assert row["dead_at"] is None and row["last_error"]
-            assert (
-                row["last_attempt_at"]
-                <= row["next_attempt_at"]
-                <= row["last_attempt_at"] + timedelta(seconds=1)
+        assert len(rows) == 5
+        for row in rows:  # not charged: no attempt, no error, no backoff, never dead
+            assert (row["attempts"], row["last_error"], row["next_attempt_at"], row["dead_at"]) == (
+                0,
+                None,
+                None,
+                None,
             )
         nats_server.start()
         await wait_for(lambda: all_published(fresh_db), timeout=30)
+        assert relay.outage is None
     await publisher.close()
     event_ids = sorted(r["id"] for r in await fresh_db.fetch("SELECT id FROM outbox"))
     messages = await read_stream(nats_server.url)
     assert sorted(uuid.UUID(m.headers["Nats-Msg-Id"]) for m in messages) == event_ids
+    said = Counter(r.getMessage() for r in caplog.records if r.name == "orders_svc.relay")
+    assert said["broker unavailable; publishing paused, probing with one event"] == 1, said
+    assert said["broker available again; publishing resumed"] == 1, said
+    assert not [m for m in said if m.startswith("publish failed")], said
 
 
-async def _all_backing_off(db: asyncpg.Pool) -> bool:
-    return bool(
-        await db.fetchval(
-            "SELECT count(*) = 3 FROM outbox "
-            "WHERE published_at IS NULL AND attempts > 0 AND next_attempt_at IS NOT NULL"
-        )
+async def _probed(relay: Relay, probes: int) -> bool:
+    return relay.outage is not None and relay.outage.probes >= probes
+
+
+async def test_an_event_the_stream_refuses_is_charged_and_dead_lettered_while_the_others_flow(
+    fresh_db, fresh_database_url, nats_server, tenant
+):
+    # A stream that takes no message over 1,000 bytes: JetStream refuses that one message, not the broker.
+    client = await nats.connect(nats_server.url)
+    await client.jetstream().add_stream(name=STREAM, subjects=STREAM_SUBJECTS, max_msg_size=1000)
+    await client.close()
+    big, small = uuid.uuid4(), uuid.uuid4()
+    await fresh_db.execute(INSERT_EVENTS, tenant, [small], 1)
+    await fresh_db.execute(
+        "INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, payload) "
+        "VALUES (gen_random_uuid(), 'orders.test.big', $1, 1, $2, "
+        "jsonb_build_object('pad', repeat('x', 2000)))",
+        big,
+        tenant,
     )
+    settings = relay_settings(
+        fresh_database_url,
+        nats_server.url,
+        relay_max_attempts=3,
+        relay_backoff_base=ms,
+        relay_backoff_cap=5 * ms,
+    )
+    publisher = await NatsPublisher.connect(nats_server.url, 1.0)
+    relay = Relay(settings, fresh_database_url, publisher)
+    async with running(relay):
+        dead = await wait_for(
+            lambda: fresh_db.fetchrow("SELECT * FROM outbox WHERE order_id = $1 AND dead_at IS NOT NULL", big)
+        )
+        await wait_for(lambda: _published_count(fresh_db, 1))
+        assert relay.outage is None
+    await publisher.close()
+    assert dead["attempts"] == 3 and "maximum" in dead["last_error"].lower(), dead["last_error"]
+    [message] = await read_stream(nats_server.url)
+    assert message.data["orderId"] == str(small)
 
 
 async def test_failing_event_is_dead_lettered_holds_back_its_order_and_retry_dead_delivers_it(
@@ -509,6 +552,60 @@ async def test_an_event_committed_while_the_relay_publishes_goes_out_without_a_n
         publisher.gate.set()
         await wait_for(lambda: _published_count(fresh_db, 2), timeout=10)
     assert len(publisher.accepted) == 2
+
+
+class ObservedRelay(Relay):
+    """A relay whose claims the test can follow: how many events each claim returned, in order."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.claims: list[int] = []
+
+    async def relay_batch(self, pool: Any) -> int:
+        claimed = await super().relay_batch(pool)
+        self.claims.append(claimed)
+        return claimed
+
+
+async def test_an_event_committed_just_after_the_relay_drained_is_not_left_for_the_poll(
+    fresh_db, fresh_database_url, tenant
+):
+    # The lost wake-up, step by step: X is inserted while event E is being published, so X's trigger finds an
+    # older event pending and sends no NOTIFY; the relay then settles E and claims again before X commits (an
+    # empty claim), and only then does X commit. Nothing but the relay itself can pick X up now (the poll is
+    # ten minutes away).
+    publisher = GatedPublisher()
+    relay = ObservedRelay(
+        relay_settings(fresh_database_url, relay_poll_interval=timedelta(minutes=10)),
+        fresh_database_url,
+        publisher,
+    )
+    notified: list[str] = []
+    listener = await asyncpg.connect(fresh_database_url)
+    writer = await asyncpg.connect(fresh_database_url)
+    try:
+        async with running(relay):
+            await wait_for(lambda: _listening(fresh_db))
+            await fresh_db.execute(INSERT_EVENTS, tenant, [uuid.uuid4()], 1)  # E: the outbox was idle
+            await asyncio.wait_for(publisher.publishing.wait(), 10)
+            await listener.add_listener("orders_outbox", lambda *args: notified.append(args[2]))
+            transaction = writer.transaction()
+            await transaction.start()
+            await writer.execute(INSERT_EVENTS, tenant, [uuid.uuid4()], 1)  # X, not committed yet
+            publisher.gate.set()
+            await wait_for(lambda: _claimed_nothing_after_a_batch(relay))
+            await transaction.commit()
+            await listener.execute("SELECT 1")  # a round trip delivers any pending notification
+            assert notified == []  # X's commit woke nobody
+            await wait_for(lambda: _published_count(fresh_db, 2), timeout=10)
+    finally:
+        await listener.close()
+        await writer.close()
+    assert len(publisher.accepted) == 2
+
+
+async def _claimed_nothing_after_a_batch(relay: ObservedRelay) -> bool:
+    return 1 in relay.claims and relay.claims[-1] == 0
 
 
 async def test_watch_script_waits_for_the_stream_then_prints_each_new_event(
