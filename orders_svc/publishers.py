@@ -20,6 +20,9 @@ log = logging.getLogger("orders_svc.relay")
 STREAM = "ORDERS"
 STREAM_SUBJECTS = ["orders.>"]
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+# JetStream's answer while an earlier publish of the same Nats-Msg-Id awaits its quorum (a stream that lost
+# its quorum keeps such proposals): that copy may yet be stored, so this is the broker being unavailable.
+MESSAGE_ID_IN_PROCESS = 10158
 DEFAULT_DUPLICATE_WINDOW = 120.0  # seconds: JetStream's own default when a stream does not set one
 ERROR_LIMIT = 500
 
@@ -210,6 +213,8 @@ class NatsPublisher:
             "Orders-Event-Type": event.event_type,
             "Orders-Tenant-Id": event.tenant_id,
         }
+        import nats.js.errors
+
         try:
             await self._js.publish(
                 event.event_type,
@@ -220,6 +225,10 @@ class NatsPublisher:
             )
         except self._unavailable as exc:
             raise BrokerUnavailable(describe(exc)) from exc
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == MESSAGE_ID_IN_PROCESS:
+                raise BrokerUnavailable(describe(exc)) from exc
+            raise  # refused: this message, not the broker (too large, …)
 
     async def close(self) -> None:
         """Flush and close; a client still reconnecting (the broker away) is closed without the flush."""

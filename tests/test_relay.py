@@ -21,9 +21,16 @@ import nats
 import pytest
 from nats_support import NatsServer, read_stream
 
-from orders_svc.publishers import STREAM, STREAM_SUBJECTS, LogPublisher, NatsPublisher, Publisher
+from orders_svc.publishers import (
+    STREAM,
+    STREAM_SUBJECTS,
+    LogPublisher,
+    NatsPublisher,
+    Publisher,
+    nats_servers,
+)
 from orders_svc.queries.outbox import OutboxEvent
-from orders_svc.relay import Relay
+from orders_svc.relay import Relay, longest_retry, within_duplicate_window
 from orders_svc.settings import Settings, SettingsError
 
 from conftest import free_port
@@ -315,6 +322,74 @@ async def test_relay_waiting_for_an_unreachable_broker_exits_0_on_sigterm(fresh_
         assert proc.wait(timeout=15) == 0, log_path.read_text()
     finally:
         proc.kill()
+
+
+async def test_relay_exits_0_on_sigterm_while_reconnecting_to_the_broker(
+    fresh_database_url, nats_server, tmp_path
+):
+    log_path = tmp_path / "relay.log"
+    proc = relay_process(fresh_database_url, nats_server.url, log_path, "--publisher", "nats")
+    try:
+        await wait_for(lambda: _logged(log_path, "relay started"), timeout=30)
+        nats_server.stop()
+        await wait_for(lambda: _logged(log_path, "broker disconnected"), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log_path.read_text()
+    finally:
+        proc.kill()
+    assert "Traceback" not in log_path.read_text()
+
+
+def test_a_bad_nats_server_list_stops_the_relay_at_start_up_with_one_line(fresh_database_url, tmp_path):
+    env = {**os.environ, "DATABASE_URL": fresh_database_url, "ORDERS_PUBLISHER": "nats"}
+    for bad, named in (
+        ("nats://127.0.0.1:4222,http://127.0.0.1:4223", "'http://127.0.0.1:4223'"),
+        ("nats://127.0.0.1:99999", "'nats://127.0.0.1:99999'"),
+        (" , ", "ORDERS_NATS_URL is empty"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "orders_svc.cli", "relay"],
+            env={**env, "ORDERS_NATS_URL": bad},
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        [line] = done.stderr.decode().splitlines()
+        assert line.startswith("orders-svc: configuration error: ORDERS_NATS_URL") and named in line, line
+    missing = tmp_path / "missing.creds"
+    done = subprocess.run(
+        [sys.executable, "-m", "orders_svc.cli", "relay"],
+        env={**env, "ORDERS_NATS_CREDS_FILE": str(missing)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.decode().splitlines() == [
+        f"orders-svc: configuration error: ORDERS_NATS_CREDS_FILE={str(missing)!r}: No such file or directory"
+    ]
+
+
+def test_nats_server_lists_are_split_on_commas():
+    assert nats_servers(" nats://a:4222, tls://b:4223 ,wss://c") == [
+        "nats://a:4222",
+        "tls://b:4223",
+        "wss://c",
+    ]
+    with pytest.raises(SettingsError):
+        nats_servers("a:4222")  # no scheme
+
+
+async def test_relay_settings_are_capped_to_the_streams_duplicate_window(caplog):
+    settings = relay_settings("postgresql://unused/db", relay_backoff_cap=timedelta(minutes=5))
+    assert within_duplicate_window(settings, None) == settings
+    caplog.set_level(logging.INFO, logger="orders_svc.relay")
+    bounded = within_duplicate_window(settings, timedelta(minutes=2))
+    assert longest_retry(bounded) <= timedelta(minutes=2) < longest_retry(settings)
+    assert bounded.relay_backoff_cap == timedelta(minutes=2) - 50 * ms - 500 * ms
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    caplog.clear()
+    within_duplicate_window(settings, 100 * ms)  # shorter than the ack timeout: cannot be met
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
 
 
 async def _logged(path: Path, text: str) -> bool:
@@ -644,3 +719,36 @@ async def test_watch_script_waits_for_the_stream_then_prints_each_new_event(
     assert f" orders.closed  Nats-Msg-Id={event_id} " in event_line
     assert f"Orders-Tenant-Id={tenant}" in event_line and "ms after the close)" in event_line
     assert json.loads(payload_line)["orderId"] == order["id"]
+
+
+async def test_watch_script_says_one_line_per_broker_error_and_carries_on(nats_server):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "watch_events.py"
+    publisher = await NatsPublisher.connect(nats_server.url, 1.0)  # creates the stream
+    await publisher.close()
+    watcher = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        "--url",
+        nats_server.url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert watcher.stdout is not None and watcher.stderr is not None
+    said: list[str] = []
+
+    async def until_said(text: str) -> None:
+        while not any(text in line for line in said):
+            said.append((await asyncio.wait_for(watcher.stderr.readline(), 30)).decode())
+
+    try:
+        assert (await asyncio.wait_for(watcher.stdout.readline(), 20)).startswith(b"watching orders.>")
+        nats_server.stop()
+        await until_said("broker disconnected")
+        await until_said("broker error")  # a reconnect attempt refused
+        nats_server.start()
+        await until_said("broker reconnected")
+    finally:
+        watcher.terminate()
+        await watcher.wait()
+    assert all(line[:2].isdigit() and line.count("\n") == 1 for line in said), said
+    assert not [line for line in said if "Traceback" in line], said
