@@ -688,14 +688,7 @@ async def test_watch_script_waits_for_the_stream_then_prints_each_new_event(
 ):
     """scripts/watch_events.py (`make watch`), started before any relay created the stream."""
     script = Path(__file__).resolve().parent.parent / "scripts" / "watch_events.py"
-    watcher = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(script),
-        "--url",
-        nats_server.url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    watcher = await _watcher(script, nats_server.url)
     assert watcher.stdout is not None
 
     async def next_line() -> str:
@@ -725,14 +718,7 @@ async def test_watch_script_says_one_line_per_broker_error_and_carries_on(nats_s
     script = Path(__file__).resolve().parent.parent / "scripts" / "watch_events.py"
     publisher = await NatsPublisher.connect(nats_server.url, 1.0)  # creates the stream
     await publisher.close()
-    watcher = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(script),
-        "--url",
-        nats_server.url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    watcher = await _watcher(script, nats_server.url)
     assert watcher.stdout is not None and watcher.stderr is not None
     said: list[str] = []
 
@@ -752,3 +738,14 @@ async def test_watch_script_says_one_line_per_broker_error_and_carries_on(nats_s
         await watcher.wait()
     assert all(line[:2].isdigit() and line.count("\n") == 1 for line in said), said
     assert not [line for line in said if "Traceback" in line], said
+
+
+async def _watcher(script: Path, url: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        "--url",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
