@@ -166,6 +166,7 @@ MIGRATIONS = [
     "0004_outbox_relay",
     "0005_outbox_notify_on_idle",
     "0006_order_cancel",
+    "0010_outbox_wakeup",
 ]
 
 
