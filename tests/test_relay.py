@@ -666,7 +666,11 @@ async def test_an_event_committed_just_after_the_relay_drained_is_not_left_for_t
             await listener.add_listener("orders_outbox", lambda *args: notified.append(args[2]))
             transaction = writer.transaction()
             await transaction.start()
-            await writer.execute(INSERT_EVENTS, tenant, [uuid.uuid4()], 1)  # X, not committed yet
+            await writer.execute(  # X, created after E (INSERT_EVENTS backdates), not committed yet
+                "INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, payload) "
+                "VALUES (gen_random_uuid(), 'orders.test.x', gen_random_uuid(), 1, $1, '{}')",
+                tenant,
+            )
             publisher.gate.set()
             await wait_for(lambda: _claimed_nothing_after_a_batch(relay))
             await transaction.commit()
