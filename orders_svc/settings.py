@@ -304,6 +304,29 @@ class Settings:
         "Largest retry delay bound (≥ the base)",
         to=_ms,
     )
+    relay_probe_max: timedelta = env(
+        "ORDERS_RELAY_PROBE_MAX_MS",
+        between(10, 600_000),
+        2000,
+        "While the broker is unavailable, the longest wait between two probes (one publish each)",
+        to=_ms,
+    )
+    nats_stream_replicas: int = env(
+        "ORDERS_NATS_STREAM_REPLICAS",
+        between(1, 5),
+        1,
+        "Replicas of the stream the relay creates (3 on a cluster); a warning if the stream has fewer",
+    )
+    nats_creds_file: Path | None = env(
+        "ORDERS_NATS_CREDS_FILE", str | None, None, "NATS credentials file (user JWT and seed)", to=Path
+    )
+    nats_ca_file: Path | None = env(
+        "ORDERS_NATS_CA_FILE",
+        str | None,
+        None,
+        "CA bundle that verifies the NATS servers' TLS certificates",
+        to=Path,
+    )
     outbox_retention: timedelta = env(
         "ORDERS_OUTBOX_RETENTION_HOURS",
         between(0, 87_600),
