@@ -4,8 +4,8 @@
 
 Runs bench/create_paths/fused.pgbench (claim, insert and stored response in one statement, as
 sql/orders.sql's create_order) and generic.pgbench (BEGIN, claim, insert, store, COMMIT: what perform does
-for a write without a fast path) with pgbench at 32 clients, interleaved, on an embedded PostgreSQL of its own, and
-prints each run's transactions per second and the ratio.
+for a write without a fast path) with pgbench at 32 clients, interleaved, on an embedded PostgreSQL of its
+own, and prints each run's transactions per second and the ratio.
 """
 
 import argparse
