@@ -156,6 +156,9 @@ class Report:
                 target = f"≥ {TARGET_ITEMS_VS_CREATE:.2f} of create; " + target
                 met = met and value >= TARGET_ITEMS_VS_CREATE
             elif key == "hot_product":
+                if (hot_sql := self.sql.get("hot_product")) is not None:
+                    baseline = f"pgbench {hot_sql.name} {fmt_rps(hot_sql.rps)} tps"
+                    ratio = f"{r.rps / hot_sql.rps:.2f}"
                 target = f"≥ {TARGET_HOT_RPS:,} orders/s; " + target
                 met = met and r.rps >= TARGET_HOT_RPS
             elif key in ("get", "list_first"):

@@ -161,6 +161,11 @@ def measure(run: Run) -> None:
         [run_id, "bench-items-", f"{run.workdir}/products-", str(ITEM_LINES)],
     )
     run.http("hot_product", "create_items.lua", [run_id, "bench-hot", f"{run.workdir}/hot", "1"])
+    hot = (run.workdir / "hot").read_text().split()[0]  # seed_products: sku SKU-1, name Product 1, price 101
+    run.sql(
+        "hot_product",
+        {"tenant": "bench-hot", "product": hot, "sku": "SKU-1", "name": "Product 1", "price": "101"},
+    )
 
     step("creating the keys to replay")
     create_replay_keys(run.base, run_id, options.threads)

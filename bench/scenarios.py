@@ -25,6 +25,7 @@ SQL_BLOCKS = {
     "create": "create_order",
     "list_first": "list_orders_first",
     "list_deep": "list_orders_after",
+    "hot_product": "create_order_with_items",
 }
 
 DEEP_TENANT = "bench-deep"
@@ -144,6 +145,24 @@ PGBENCH_PARAMETERS: dict[str, dict[int, str]] = {
     },
     "list_first": {1: ":tenant", 2: ":limit"},
     "list_deep": {1: ":tenant", 2: ":ts", 3: ":id", 4: ":limit"},
+    # One line of the one popular product, as the HTTP scenario sends it.
+    "hot_product": {
+        1: ":tenant",
+        2: "gen_random_uuid()::text",
+        3: "'\\x00'::bytea",
+        4: "'{}'::jsonb",
+        5: "'\\x7b7d'::bytea",
+        6: "gen_random_uuid()",
+        7: "'3600 seconds'",
+        8: "now()",
+        9: "now() + interval '15 minutes'",
+        10: "ARRAY[:product]",
+        11: "ARRAY[1]",
+        12: "ARRAY[:price]",
+        13: "ARRAY[:sku]",
+        14: "ARRAY[:name]",
+        15: ":price",
+    },
 }
 
 
