@@ -4,7 +4,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-import swagger_ui_bundle
 
 from . import __version__, errors
 from .errors import Problem
@@ -12,11 +11,10 @@ from .preconditions import IDEMPOTENCY_KEY_PATTERN, IF_MATCH_PATTERN
 from .routing import Operation
 from .schemas import TENANT_PATTERN, Error
 
-__all__ = ["IDEMPOTENCY_KEY_PATTERN", "IF_MATCH_PATTERN", "SWAGGER_DIR", "build_spec"]
+__all__ = ["IDEMPOTENCY_KEY_PATTERN", "IF_MATCH_PATTERN", "build_spec"]
 
 _REF = "#/components/schemas/{name}"
 JSON = "application/json"
-SWAGGER_DIR = swagger_ui_bundle.swagger_ui_path
 
 
 def _ref(name: str) -> dict[str, str]:
