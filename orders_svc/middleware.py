@@ -12,10 +12,13 @@ from .logs import log_request, request_id
 
 log = logging.getLogger("orders_svc.request")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+# Every response is exactly the type it declares: no browser guesses a JSON error or a text file into HTML.
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 class RequestContext:
-    """Accept or generate `X-Request-ID`, echo it, log one line per request, turn crashes into clean 500s."""
+    """Accept or generate `X-Request-ID`, echo it (with `nosniff`), log one line per request, turn crashes
+    into clean 500s."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -29,13 +32,13 @@ class RequestContext:
         started = time.perf_counter()
         status = 500
         responded = False
-        header = (b"x-request-id", rid.encode())
+        added = [(b"x-request-id", rid.encode()), _NOSNIFF]
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, responded
             if message["type"] == "http.response.start":
                 status, responded = message["status"], True
-                message["headers"] = [*message.get("headers", []), header]
+                message["headers"] = [*message.get("headers", []), *added]
             await send(message)
 
         try:
