@@ -159,6 +159,7 @@ def chromium(profile: Path) -> Iterator[Browser]:
     binary = chromium_binary()
     log = profile / "chromium.log"
     profile.mkdir(parents=True, exist_ok=True)
+    (profile / "data" / "DevToolsActivePort").unlink(missing_ok=True)  # a previous run's, in a reused profile
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [binary, *FLAGS, f"--user-data-dir={profile / 'data'}", "about:blank"],

@@ -13,7 +13,8 @@ from ..errors import (
 )
 from ..pagination import CURSOR_PARAM, LIMIT_PARAM, decode_cursor, parse_limit
 from ..routing import Call, Operation
-from ..schemas import CancelOrder, CloseOrder, ConfirmOrder, CreateOrder, Order, OrderPage
+from ..schemas import CancelOrder, CloseOrder, ConfirmOrder, CreateOrder, Order, OrderPage, example_order
+from ..states import OrderStatus
 from ..usecases import orders
 from ..writes import Reply
 
@@ -69,6 +70,7 @@ _CONFIRM = {
     "idempotency_key": "optional",
     "errors": (*_GUARDED, *_BODY, *_KEYED, errors.TOTAL_OUT_OF_RANGE, errors.IF_MATCH_REQUIRED),
     "fingerprint_path": "/orders/{order_id}/confirm",
+    "response_example": example_order(OrderStatus.CONFIRMED),
 }
 
 OPERATIONS = (
@@ -122,6 +124,7 @@ OPERATIONS = (
         if_match="optional",
         idempotency_key="optional",
         errors=(*_GUARDED, *_BODY, *_KEYED),
+        response_example=example_order(OrderStatus.CLOSED),
     ),
     Operation(
         "POST",
@@ -134,5 +137,6 @@ OPERATIONS = (
         if_match="optional",
         idempotency_key="optional",
         errors=(*_GUARDED, *_BODY, *_KEYED),
+        response_example=example_order(OrderStatus.CANCELLED),
     ),
 )
