@@ -18,9 +18,9 @@ install: $(STAMP)
 run: install
 	$(BIN)/orders-svc serve $(ARGS)
 
-## The outbox relay (ARGS='--publisher nats' for NATS) and a local NATS JetStream server for it
+## The outbox relay, printing events (ARGS='--publisher nats' for NATS) and a local NATS JetStream server for it
 relay: install
-	$(BIN)/orders-svc relay $(ARGS)
+	$(BIN)/orders-svc relay $(or $(ARGS),--publisher log)
 
 nats: install
 	$(BIN)/nats-server -js -sd .nats

@@ -112,7 +112,22 @@ def run_migrate(settings: Settings, args: argparse.Namespace) -> None:
 def run_relay(settings: Settings, args: argparse.Namespace) -> None:
     from . import relay
 
+    # No default: a deployment that forgot to name its broker would print its events and mark them published.
+    if settings.publisher is None:
+        raise Unusable(
+            "choose where events go: --publisher nats (or ORDERS_PUBLISHER=nats); "
+            "--publisher log prints them to stdout and marks them published (development only)"
+        )
     with database(settings, apply_migrations=False) as dsn:
+        psycopg.connect(dsn, connect_timeout=10).close()  # unreachable: one line, before any announcement
+        if settings.publisher == "log":
+            log.warning(
+                "publisher log: events are printed to stdout and marked published, not sent to a broker",
+                extra={"publisher": "log"},
+            )
+        else:
+            nats_url = masked_url(settings.nats_url)
+            log.info("relay publishing to NATS", extra={"publisher": "nats", "nats_url": nats_url})
         asyncio.run(relay.run(settings, dsn, settings.publisher))
 
 
