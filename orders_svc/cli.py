@@ -5,6 +5,7 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -150,6 +151,32 @@ def run_retry_dead(settings: Settings, args: argparse.Namespace) -> None:
     print(f"{count} dead-lettered outbox events queued for delivery again")
 
 
+def run_embedded_status(settings: Settings, args: argparse.Namespace) -> None:
+    from . import embedded
+
+    current = embedded.status(settings.data_dir)
+    print(current.describe())
+    if current.pid is None:
+        raise SystemExit(3)  # as `pg_ctl status`: not running
+
+
+def run_embedded_stop(settings: Settings, args: argparse.Namespace) -> None:
+    from . import embedded
+
+    current = embedded.status(settings.data_dir)
+    if current.users and not args.force:
+        users = ", ".join(map(str, current.users))
+        raise Unusable(f"the embedded PostgreSQL is in use by pid {users}: stop it first, or pass --force")
+    try:
+        stopped = embedded.stop(settings.data_dir)
+    except subprocess.CalledProcessError as exc:
+        raise Unusable(f"pg_ctl stop failed: {_one_line(Exception(exc.stderr or exc))}") from None
+    if stopped.pid is None:
+        print(f"the embedded PostgreSQL in {stopped.pgdata} is not running")
+    else:
+        print(f"stopped the embedded PostgreSQL {stopped.version} (pid {stopped.pid}) in {stopped.pgdata}")
+
+
 class Parser(argparse.ArgumentParser):
     """Usage errors as one line naming the problem (exit 2), not a usage block."""
 
@@ -221,6 +248,26 @@ def build_parser() -> argparse.ArgumentParser:
     _command(
         outbox, "retry-dead", "Queue every dead-lettered outbox event for delivery again.", run_retry_dead
     )
+    p = commands.add_parser(
+        "embedded",
+        help="The embedded PostgreSQL in ORDERS_DATA_DIR (used when DATABASE_URL is unset).",
+        description="The embedded PostgreSQL in ORDERS_DATA_DIR (used when DATABASE_URL is unset).",
+    )
+    embedded = p.add_subparsers(dest="embedded_command", required=True, metavar="COMMAND")
+    _command(
+        embedded,
+        "status",
+        "Say whether it runs, its version and binaries, how to connect and which processes use it "
+        "(exit 3 when stopped).",
+        run_embedded_status,
+    )
+    p = _command(
+        embedded,
+        "stop",
+        "Stop it, e.g. after a process using it was killed with SIGKILL.",
+        run_embedded_stop,
+    )
+    p.add_argument("--force", action="store_true", help="stop it even while a live process uses it")
     _command(
         commands, "config", "List the environment variables the service reads, with defaults.", show_config
     )
