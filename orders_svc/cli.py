@@ -18,7 +18,7 @@ import asyncpg
 import psycopg
 
 from . import __version__, migrate
-from .logs import configure
+from .logs import configure, text_on_a_terminal
 from .settings import Settings, SettingsError, masked_url, variables
 from .settings import variable as settings_variable
 
@@ -292,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.handler is show_config:  # documentation: works whatever the environment holds
         show_config(None, args)
         return
+    text_on_a_terminal()
     try:
         settings = _settings(args)
     except SettingsError as exc:

@@ -204,7 +204,12 @@ class Settings:
     jwt_issuer: str | None = env("ORDERS_JWT_ISSUER", str | None, None, "Required `iss` when set")
     jwt_audience: str | None = env("ORDERS_JWT_AUDIENCE", str | None, None, "Required `aud` when set")
     log_level: LogLevel = env("ORDERS_LOG_LEVEL", LogLevel, "INFO", "DEBUG, INFO, WARNING or ERROR")
-    log_format: LogFormat = env("ORDERS_LOG_FORMAT", LogFormat, "json", "json (one object per line) or text")
+    log_format: LogFormat = env(
+        "ORDERS_LOG_FORMAT",
+        LogFormat,
+        "json",
+        "json (one object per line) or text; unset: text on a terminal",
+    )
     publisher: Publisher | None = env(
         "ORDERS_PUBLISHER",
         Publisher | None,
