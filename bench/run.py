@@ -182,7 +182,7 @@ def measure(run: Run) -> None:
         run.seed(write.key, per_thread, write.seeded)
     vacuum(dsn)
     for write in WRITES:
-        run.http(write.key, write.script, run.walk(write.key))
+        run.http(write.key, write.script, [*run.walk(write.key), *write.args])
     run.sampler.stop()
     report.peak_rss = run.sampler.peak_rss
     report.peak_total_rss = run.sampler.peak_total_rss

@@ -60,18 +60,27 @@ class Write:
     reaches: str
     outbox: bool = False
 
-    @property
-    def script(self) -> str:
-        return f"{self.key}.lua"
+    script: str = ""  # bench/<key>.lua unless named
+    args: tuple[str, ...] = ()  # after the walk's own (id files, tenants)
+
+    def __post_init__(self) -> None:
+        if not self.script:
+            object.__setattr__(self, "script", f"{self.key}.lua")
 
     @property
     def tenants(self) -> str:
         return f"bench-{self.key}-"
 
 
+def order_change(key: str, reaches: str) -> Write:
+    """POST /orders/{id}/<key> on confirmed orders (bench/order_change.lua), which writes an outbox event."""
+    return Write(key, f"POST /orders/{{id}}/{key}", "confirmed", reaches, True, "order_change.lua", (key,))
+
+
 WRITES = (
     Write("confirm", "PATCH /orders/{id}/confirm", seeded="draft", reaches="confirmed"),
-    Write("close", "POST /orders/{id}/close", seeded="confirmed", reaches="closed", outbox=True),
+    order_change("close", "closed"),
+    order_change("cancel", "cancelled"),
 )
 
 # The rows of the HTTP table, in order.

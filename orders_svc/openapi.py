@@ -142,8 +142,7 @@ def _failures(problems: Iterable[Problem], fields: dict[str, Any]) -> dict[str, 
     for status in sorted(by_status):
         listed = by_status[status]
         lines = [
-            f"- {_described(p, fields)}" + (f" (details.reason `{p.reason}`)" if p.reason else "")
-            for p in listed
+            f"- {p.describe()}" + (f" (details.reason `{p.reason}`)" if p.reason else "") for p in listed
         ]
         schema: dict[str, Any] = _ref("Error")
         reasons = [p.reason for p in listed if p.reason]

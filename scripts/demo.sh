@@ -51,11 +51,16 @@ call POST "/orders/$ID/close" -H 'If-Match: "2"'
 
 echo; echo "## 7. Two more orders, then list two pages of two"
 call POST /orders -H "Idempotency-Key: $KEY-2" -d '{}' >/dev/null
+DRAFT=$(field id)
 call POST /orders -H "Idempotency-Key: $KEY-3" -d '{}' >/dev/null
 call GET "/orders?limit=2"
 CURSOR=$(field nextCursor)
 call GET "/orders?limit=2&cursor=$CURSOR"
 
-echo; echo "## 8. Errors share one shape"
+echo; echo "## 8. Cancel a draft with a reason: status cancelled, one orders.cancelled event; once only"
+call POST "/orders/$DRAFT/cancel" -H 'If-Match: "1"' -d '{"reason": "ordered twice"}'
+call POST "/orders/$DRAFT/cancel" -d '{}'
+
+echo; echo "## 9. Errors share one shape"
 call PATCH "/orders/$ID/confirm" -d '{"totalCents": 1}'
 call GET "/orders?cursor=not-a-cursor"

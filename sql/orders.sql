@@ -42,14 +42,12 @@ WITH closed AS (
       AND ($3::int[] IS NULL OR version = ANY ($3::int[]))
     RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at
 ), event AS (
-    INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, payload, created_at)
-    SELECT $4, 'orders.closed', id, version, tenant_id,
-           jsonb_build_object(
-               'orderId', id, 'tenantId', tenant_id, 'totalCents', total_cents, 'closedAt', rfc3339(updated_at)),
-           updated_at
+    INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
+    SELECT $4, 'orders.closed', id, version, tenant_id, updated_at, jsonb_build_object(
+        'orderId', id, 'tenantId', tenant_id, 'totalCents', total_cents, 'closedAt', rfc3339(updated_at))
     FROM closed
 )
-SELECT id, tenant_id, status, version, total_cents, created_at, updated_at FROM closed;
+SELECT * FROM closed;
 
 -- name: cancel_order
 -- draft | confirmed -> cancelled at $6 for order $2 of tenant $1 at a version in $3 (NULL = any), plus outbox
@@ -61,14 +59,12 @@ WITH cancelled AS (
       AND ($3::int[] IS NULL OR version = ANY ($3::int[]))
     RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at
 ), event AS (
-    INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, payload, created_at)
-    SELECT $4, 'orders.cancelled', id, version, tenant_id,
-           jsonb_build_object(
-               'orderId', id, 'tenantId', tenant_id, 'reason', $5::text, 'cancelledAt', rfc3339(updated_at)),
-           updated_at
+    INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
+    SELECT $4, 'orders.cancelled', id, version, tenant_id, updated_at, jsonb_build_object(
+        'orderId', id, 'tenantId', tenant_id, 'reason', $5::text, 'cancelledAt', rfc3339(updated_at))
     FROM cancelled
 )
-SELECT id, tenant_id, status, version, total_cents, created_at, updated_at FROM cancelled;
+SELECT * FROM cancelled;
 
 -- name: list_orders_first
 -- The newest $2 orders of tenant $1 (callers pass page size + 1 to learn whether another page follows).

@@ -146,6 +146,7 @@ MIGRATIONS = [
     "0004_outbox_relay",
     "0005_outbox_notify_on_idle",
     "0006_order_cancel",
+    "0007_products",
 ]
 
 

@@ -1,5 +1,8 @@
 """/orders: create, list, get, confirm, close, cancel."""
 
+from dataclasses import replace
+from typing import Any
+
 from .. import errors
 from ..errors import (
     BODY_TENANT_MISMATCH,
@@ -12,7 +15,8 @@ from ..errors import (
     WRONG_SHAPE,
 )
 from ..pagination import CURSOR_PARAM, LIMIT_PARAM, decode_cursor, parse_limit
-from ..routing import Call, Operation
+from ..queries.orders import Target
+from ..routing import Call, Handler, Operation
 from ..schemas import CancelOrder, CloseOrder, ConfirmOrder, CreateOrder, Order, OrderPage, example_order
 from ..states import OrderStatus
 from ..usecases import orders
@@ -43,35 +47,47 @@ async def get_order(call: Call) -> Reply:
     return await orders.get_order(call.pool, call.tenant, call.ids["order_id"])
 
 
+def target(call: Call) -> Target:
+    return Target(call.tenant, call.ids["order_id"], call.versions)
+
+
 async def confirm_order(call: Call) -> Reply:
     order_id = call.ids["order_id"]
     if not call.if_match_sent:
         raise await orders.require_order(call.pool, call.tenant, order_id)
-    total = call.body.total_cents
-    return await orders.confirm_order(call.pool, call.tenant, order_id, call.versions, total, call.idem)
+    return await orders.confirm_order(call.pool, target(call), call.body.total_cents, call.idem)
 
 
 async def close_order(call: Call) -> Reply:
-    return await orders.close_order(call.pool, call.tenant, call.ids["order_id"], call.versions, call.idem)
+    return await orders.close_order(call.pool, target(call), call.idem)
 
 
 async def cancel_order(call: Call) -> Reply:
-    order_id, reason = call.ids["order_id"], call.body.reason
-    return await orders.cancel_order(call.pool, call.tenant, order_id, call.versions, reason, call.idem)
+    return await orders.cancel_order(call.pool, target(call), call.body.reason, call.idem)
 
 
-_CONFIRM = {
-    "summary": "Confirm a draft order with its total (optimistic locking)",
-    "handler": confirm_order,
-    "body": ConfirmOrder,
-    "body_required": True,
-    "response": Order,
-    "if_match": "required",
-    "idempotency_key": "optional",
-    "errors": (*_GUARDED, *_BODY, *_KEYED, errors.TOTAL_OUT_OF_RANGE, errors.IF_MATCH_REQUIRED),
-    "fingerprint_path": "/orders/{order_id}/confirm",
-    "response_example": example_order(OrderStatus.CONFIRMED),
-}
+def order_change(path: str, operation_id: str, summary: str, handler: Handler, **declared: Any) -> Operation:
+    """A guarded change of one order: If-Match optional unless declared, an optional Idempotency-Key."""
+    declared.setdefault("if_match", "optional")
+    declared["errors"] = (*_GUARDED, *_BODY, *_KEYED, *declared.get("errors", ()))
+    method = declared.pop("method", "POST")
+    return Operation(
+        method, path, operation_id, summary, handler, response=Order, idempotency_key="optional", **declared
+    )
+
+
+CONFIRM = order_change(
+    "/orders/{order_id}/confirm",
+    "confirm_order",
+    "Confirm a draft order with its total (optimistic locking)",
+    confirm_order,
+    method="PATCH",
+    body=ConfirmOrder,
+    body_required=True,
+    if_match="required",
+    errors=(errors.TOTAL_OUT_OF_RANGE, errors.IF_MATCH_REQUIRED),
+    response_example=example_order(OrderStatus.CONFIRMED),
+)
 
 OPERATIONS = (
     Operation(
@@ -105,38 +121,28 @@ OPERATIONS = (
         response=Order,
         errors=(ORDER_NOT_FOUND,),
     ),
-    Operation("PATCH", "/orders/{order_id}/confirm", "confirm_order", **_CONFIRM),  # type: ignore[arg-type]
-    Operation(
-        "PATCH",
-        "/orders/{order_id}",
-        "confirm_order_at_order_path",
-        **_CONFIRM,  # type: ignore[arg-type]
-        description="The same operation as PATCH /orders/{order_id}/confirm, at the order's own path.",
+    CONFIRM,
+    replace(
+        CONFIRM,
+        path="/orders/{order_id}",
+        operation_id="confirm_order_at_order_path",
+        description="PATCH /orders/{order_id}/confirm at the order's own path (one fingerprint for both).",
+        fingerprint_path=CONFIRM.path,
     ),
-    Operation(
-        "POST",
+    order_change(
         "/orders/{order_id}/close",
         "close_order",
         "Close a confirmed order and record its orders.closed event",
         close_order,
         body=CloseOrder,
-        response=Order,
-        if_match="optional",
-        idempotency_key="optional",
-        errors=(*_GUARDED, *_BODY, *_KEYED),
         response_example=example_order(OrderStatus.CLOSED),
     ),
-    Operation(
-        "POST",
+    order_change(
         "/orders/{order_id}/cancel",
         "cancel_order",
         "Cancel a draft or confirmed order and record its orders.cancelled event",
         cancel_order,
         body=CancelOrder,
-        response=Order,
-        if_match="optional",
-        idempotency_key="optional",
-        errors=(*_GUARDED, *_BODY, *_KEYED),
         response_example=example_order(OrderStatus.CANCELLED),
     ),
 )

@@ -52,38 +52,26 @@ async def select_order(conn: Connection, tenant_id: str, order_id: uuid.UUID) ->
     return _order(await conn.fetchrow(SELECT_ORDER, tenant_id, order_id))
 
 
-async def confirm_order(
-    conn: Connection,
-    tenant_id: str,
-    order_id: uuid.UUID,
-    versions: list[int] | None,
-    total: int,
-    at: datetime,
-) -> OrderRow | None:
-    return _order(await conn.fetchrow(CONFIRM_ORDER, tenant_id, order_id, versions, total, at))
+class Target(NamedTuple):
+    """The order a guarded write is for, and the versions If-Match accepts (None: any)."""
+
+    tenant_id: str
+    order_id: uuid.UUID
+    versions: list[int] | None
 
 
-async def close_order(
-    conn: Connection,
-    tenant_id: str,
-    order_id: uuid.UUID,
-    versions: list[int] | None,
-    event_id: uuid.UUID,
-    at: datetime,
-) -> OrderRow | None:
-    return _order(await conn.fetchrow(CLOSE_ORDER, tenant_id, order_id, versions, event_id, at))
+async def confirm_order(conn: Connection, target: Target, total: int, at: datetime) -> OrderRow | None:
+    return _order(await conn.fetchrow(CONFIRM_ORDER, *target, total, at))
+
+
+async def close_order(conn: Connection, target: Target, event_id: uuid.UUID, at: datetime) -> OrderRow | None:
+    return _order(await conn.fetchrow(CLOSE_ORDER, *target, event_id, at))
 
 
 async def cancel_order(
-    conn: Connection,
-    tenant_id: str,
-    order_id: uuid.UUID,
-    versions: list[int] | None,
-    event_id: uuid.UUID,
-    reason: str | None,
-    at: datetime,
+    conn: Connection, target: Target, event_id: uuid.UUID, reason: str | None, at: datetime
 ) -> OrderRow | None:
-    return _order(await conn.fetchrow(CANCEL_ORDER, tenant_id, order_id, versions, event_id, reason, at))
+    return _order(await conn.fetchrow(CANCEL_ORDER, *target, event_id, reason, at))
 
 
 async def list_orders(

@@ -8,12 +8,10 @@ from ..db import Connection, Pool, connection
 from ..errors import ApiError
 from ..pagination import encode_cursor
 from ..queries import orders as queries
-from ..queries.orders import OrderRow
+from ..queries.orders import OrderRow, Target
 from ..schemas import Order, OrderPage, encoder, rfc3339
 from ..states import OrderStatus, Transition
 from ..writes import Idempotency, Reply, perform
-
-Versions = list[int] | None  # what If-Match accepts; None for `*` or no If-Match
 
 
 def to_order(row: OrderRow) -> Order:
@@ -49,69 +47,48 @@ async def create_order(pool: Pool, tenant: str, idem: Idempotency) -> Reply:
     return await perform(pool, tenant, idem, fused=create)
 
 
-async def confirm_order(
-    pool: Pool,
-    tenant: str,
-    order_id: uuid.UUID,
-    versions: Versions,
-    total_cents: int,
-    idem: Idempotency | None,
-) -> Reply:
+async def confirm_order(pool: Pool, target: Target, total_cents: int, idem: Idempotency | None) -> Reply:
+    """draft -> confirmed with its total, guarded by the version in the UPDATE itself."""
+
     async def confirm(conn: Connection) -> Reply:
-        row = await queries.confirm_order(conn, tenant, order_id, versions, total_cents, datetime.now(UTC))
-        return await _transitioned(conn, row, tenant, order_id, versions, states.CONFIRM)
+        row = await queries.confirm_order(conn, target, total_cents, datetime.now(UTC))
+        return await _transitioned(conn, row, target, states.CONFIRM)
 
-    return await perform(pool, tenant, idem, confirm)
+    return await perform(pool, target.tenant_id, idem, confirm)
 
 
-async def close_order(
-    pool: Pool, tenant: str, order_id: uuid.UUID, versions: Versions, idem: Idempotency | None
-) -> Reply:
+async def close_order(pool: Pool, target: Target, idem: Idempotency | None) -> Reply:
     """confirmed -> closed plus its orders.closed event, in one statement."""
 
     async def close(conn: Connection) -> Reply:
-        row = await queries.close_order(conn, tenant, order_id, versions, uuid.uuid4(), datetime.now(UTC))
-        return await _transitioned(conn, row, tenant, order_id, versions, states.CLOSE)
+        row = await queries.close_order(conn, target, uuid.uuid4(), datetime.now(UTC))
+        return await _transitioned(conn, row, target, states.CLOSE)
 
-    return await perform(pool, tenant, idem, close)
+    return await perform(pool, target.tenant_id, idem, close)
 
 
-async def cancel_order(
-    pool: Pool,
-    tenant: str,
-    order_id: uuid.UUID,
-    versions: Versions,
-    reason: str | None,
-    idem: Idempotency | None,
-) -> Reply:
+async def cancel_order(pool: Pool, target: Target, reason: str | None, idem: Idempotency | None) -> Reply:
     """draft | confirmed -> cancelled plus its orders.cancelled event, in one statement."""
 
     async def cancel(conn: Connection) -> Reply:
-        row = await queries.cancel_order(
-            conn, tenant, order_id, versions, uuid.uuid4(), reason, datetime.now(UTC)
-        )
-        return await _transitioned(conn, row, tenant, order_id, versions, states.CANCEL)
+        row = await queries.cancel_order(conn, target, uuid.uuid4(), reason, datetime.now(UTC))
+        return await _transitioned(conn, row, target, states.CANCEL)
 
-    return await perform(pool, tenant, idem, cancel)
+    return await perform(pool, target.tenant_id, idem, cancel)
 
 
 async def _transitioned(
-    conn: Connection,
-    row: OrderRow | None,
-    tenant: str,
-    order_id: uuid.UUID,
-    versions: Versions,
-    transition: Transition,
+    conn: Connection, row: OrderRow | None, target: Target, transition: Transition
 ) -> Reply:
     """The reply of a guarded UPDATE, or why it matched nothing, in the contract's order: missing, then
     version, then state. Read by the next statement on the same connection, which sees at least the change
     that made the UPDATE miss (inside a transaction too: each statement takes a new snapshot)."""
     if row is not None:
         return order_reply(row)
-    current = await queries.select_order(conn, tenant, order_id)
+    current = await queries.select_order(conn, target.tenant_id, target.order_id)
     if current is None:
         raise errors.ORDER_NOT_FOUND.error()
-    if versions is not None and current.version not in versions:
+    if target.versions is not None and current.version not in target.versions:
         raise errors.STALE_VERSION.error(currentVersion=current.version)
     raise errors.INVALID_TRANSITION.error(action=transition.action, currentStatus=current.status)
 

@@ -1,0 +1,108 @@
+"""Written down once, true everywhere: the error catalogue, the state machine, the route table."""
+
+import re
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+import orders_svc
+from orders_svc import errors, states
+from orders_svc.api import OPERATIONS
+from orders_svc.errors import Problem
+from orders_svc.openapi import build_spec
+from orders_svc.resources import load_sql
+from orders_svc.states import OrderStatus
+
+PACKAGE = Path(orders_svc.__file__).parent
+CATALOGUE = {name: value for name, value in vars(errors).items() if isinstance(value, Problem)}
+
+
+def test_errors_are_raised_from_the_catalogue_never_built_by_hand():
+    built = [
+        f"{path.relative_to(PACKAGE)}:{number}"
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "errors.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\bApiError\(", line)
+    ]
+    assert built == []
+
+
+def test_every_problem_has_a_code_of_the_contract_and_each_reason_one_status():
+    statuses: dict[str, set[int]] = {}
+    for problem in [*CATALOGUE.values(), *errors.BY_CONSTRAINT.values()]:
+        assert problem.code in errors.CODES.values(), problem
+        if problem.reason is not None:
+            statuses.setdefault(problem.reason, set()).add(problem.status)
+    assert all(len(found) == 1 for found in statuses.values()), statuses
+
+
+def test_a_reason_has_one_message_so_clients_and_logs_see_one_wording():
+    messages: dict[str, set[str]] = {}
+    for problem in CATALOGUE.values():
+        if problem.reason is not None:
+            messages.setdefault(problem.reason, set()).add(problem.message)
+    assert all(len(found) == 1 for found in messages.values()), messages
+
+
+def test_raising_a_problem_fills_its_message_and_declared_details_only():
+    error = errors.INVALID_TRANSITION.error(action="close", currentStatus="draft")
+    assert (error.status, error.message) == (409, "cannot close an order that is draft")
+    assert error.details == {"reason": "invalid_transition", "currentStatus": "draft"}
+    assert errors.REQUEST_IN_PROGRESS.error().headers == {"Retry-After": "1"}
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=lambda op: op.operation_id)
+def test_the_document_lists_every_error_an_operation_declares_with_its_reason(op):
+    operation = build_spec()["paths"][op.path][op.method.lower()]
+    for problem in op.errors:
+        response = operation["responses"][str(problem.status)]
+        assert problem.describe() in response["description"], (problem, response["description"])
+        if problem.reason is not None:
+            [_, reasons] = response["content"]["application/json"]["schema"]["allOf"]
+            assert problem.reason in reasons["properties"]["details"]["properties"]["reason"]["enum"]
+
+
+def test_operation_ids_are_unique_identifiers():
+    ids = [op.operation_id for op in OPERATIONS]
+    assert len(ids) == len(set(ids)) and all(re.fullmatch(r"[a-z][a-z_]*", i) for i in ids)
+
+
+# ------------------------------------------------------------------------------------------ states
+def guard_of(block: str) -> tuple[set[str], str]:
+    """The statuses a guarded UPDATE accepts and the status it sets, read from its SQL."""
+    sql = load_sql()[block]
+    target = re.search(r"SET status = '(\w+)'", sql)
+    sources = re.search(r"AND status (?:= '(\w+)'|IN \(([^)]*)\))", sql)
+    assert target and sources, block
+    listed = sources.group(1) or sources.group(2)
+    return set(re.findall(r"\w+", listed)), target.group(1)
+
+
+@pytest.mark.parametrize("transition", states.TRANSITIONS, ids=lambda t: t.action)
+def test_each_sql_guard_allows_exactly_the_transitions_of_the_state_machine(transition):
+    sources, target = guard_of(f"{transition.action}_order")
+    assert sources == set(transition.sources) and target == transition.target
+
+
+async def test_the_status_check_constraint_allows_exactly_the_states_of_the_machine(database_url):
+    conn = await asyncpg.connect(database_url)
+    try:
+        definition = await conn.fetchval(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'orders_status_check'"
+        )
+    finally:
+        await conn.close()
+    assert set(re.findall(r"'(\w+)'", definition)) == set(OrderStatus)
+
+
+def test_the_document_lists_the_states_of_the_machine():
+    schemas = build_spec()["components"]["schemas"]
+    assert set(schemas["OrderStatus"]["enum"]) == set(OrderStatus)
+
+
+def test_every_state_is_reachable_and_the_final_ones_are_left_by_nothing():
+    reached = {states.INITIAL} | {t.target for t in states.TRANSITIONS}
+    assert reached == set(OrderStatus)
+    assert {OrderStatus.CLOSED, OrderStatus.CANCELLED} == states.FINAL
