@@ -151,6 +151,37 @@ def run_retry_dead(settings: Settings, args: argparse.Namespace) -> None:
     print(f"{count} dead-lettered outbox events queued for delivery again")
 
 
+def run_outbox_status(settings: Settings, args: argparse.Namespace) -> None:
+    from . import maintenance
+
+    with database(settings, apply_migrations=False) as dsn:
+        backlog = asyncio.run(maintenance.outbox_status(settings, dsn))
+    print(maintenance.backlog_json(backlog).decode() if args.json else maintenance.backlog_text(backlog))
+    oldest = maintenance.oldest_pending(backlog).total_seconds()
+    if args.max_age is not None and oldest > args.max_age:
+        _fail(1, f"{args.prog}: the oldest pending event has waited {oldest:.1f} s (over {args.max_age:g} s)")
+
+
+def _key_command(args: argparse.Namespace) -> tuple[str, str]:
+    from . import maintenance
+
+    try:
+        return maintenance.checked_key(args.tenant, args.key)
+    except maintenance.BadArgument as exc:
+        _fail(2, f"{args.prog}: {exc}")
+
+
+def run_keys(settings: Settings, args: argparse.Namespace) -> None:
+    from . import maintenance
+
+    tenant, key = _key_command(args)
+    with database(settings, apply_migrations=False) as dsn:
+        answer = asyncio.run(maintenance.key_command(settings, dsn, args.keys_command, tenant, key))
+    if answer is None:
+        _fail(1, f"{args.prog}: tenant {tenant!r} has no key {key!r}")
+    print(answer)
+
+
 def run_embedded_status(settings: Settings, args: argparse.Namespace) -> None:
     from . import embedded
 
@@ -248,6 +279,40 @@ def build_parser() -> argparse.ArgumentParser:
     _command(
         outbox, "retry-dead", "Queue every dead-lettered outbox event for delivery again.", run_retry_dead
     )
+    p = _command(
+        outbox,
+        "status",
+        "Undelivered events per event type: pending, backing off after a failure, dead-lettered, and how "
+        "long the oldest pending one has waited.",
+        run_outbox_status,
+    )
+    p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    p.add_argument(
+        "--max-age",
+        type=float,
+        metavar="SECONDS",
+        help="exit 1 when the oldest pending event has waited longer (for monitoring and healthchecks)",
+    )
+    p = commands.add_parser(
+        "keys",
+        help="One tenant's Idempotency-Key: look it up or forget it.",
+        description="One tenant's Idempotency-Key: look it up or forget it.",
+    )
+    keys = p.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    for name, description in (
+        (
+            "show",
+            "Print the key as JSON: when it was stored, until when it replays, its stored response.",
+        ),
+        (
+            "forget",
+            "Delete the key, so that the next request with it runs as a new one (it may then create a second "
+            "order: forget a key only when its first request is known to have failed you).",
+        ),
+    ):
+        p = _command(keys, name, description, run_keys)
+        p.add_argument("tenant", metavar="TENANT", help="the tenant id, as in X-Tenant-Id")
+        p.add_argument("key", metavar="KEY", help="the Idempotency-Key, as the client sent it")
     p = commands.add_parser(
         "embedded",
         help="The embedded PostgreSQL in ORDERS_DATA_DIR (used when DATABASE_URL is unset).",

@@ -103,6 +103,7 @@ GLOBAL_BLOCKS = {
     "retry_dead_outbox": "an operator command (orders-svc outbox retry-dead) for the whole queue",
     "purge_published_outbox": "housekeeping: purges published events of every tenant",
     "purge_expired_idempotency_keys": "housekeeping: purges expired keys of every tenant",
+    "outbox_status": "an operator command (orders-svc outbox status): the backlog of every tenant's events",
 }
 
 

@@ -14,6 +14,7 @@ MARK_OUTBOX_PUBLISHED = statement("mark_outbox_published")
 RECORD_OUTBOX_FAILURES = statement("record_outbox_failures")
 RETRY_DEAD_OUTBOX = statement("retry_dead_outbox")
 PURGE_PUBLISHED_OUTBOX = statement("purge_published_outbox")
+OUTBOX_STATUS = statement("outbox_status")
 
 
 class OutboxEvent(NamedTuple):
@@ -24,6 +25,16 @@ class OutboxEvent(NamedTuple):
     tenant_id: str
     payload: Any
     attempts: int
+
+
+class OutboxBacklog(NamedTuple):
+    """The undelivered events of one type."""
+
+    event_type: str
+    pending: int
+    backing_off: int
+    dead: int
+    oldest_pending_age: timedelta | None  # None: nothing pending (only dead letters)
 
 
 class OutboxFailure(NamedTuple):
@@ -71,3 +82,8 @@ async def retry_dead_outbox(conn: Connection) -> int:
 
 async def purge_published_outbox(conn: Connection, older_than: timedelta, limit: int) -> int:
     return deleted(await conn.execute(PURGE_PUBLISHED_OUTBOX, older_than, limit))
+
+
+async def outbox_status(conn: Connection) -> list[OutboxBacklog]:
+    """Per event type with undelivered events; an empty list when everything was published."""
+    return [OutboxBacklog(*row) for row in await conn.fetch(OUTBOX_STATUS)]
