@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -73,11 +74,27 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+def exposed_in_dev_mode(settings: Settings) -> bool:
+    """Dev auth mode trusts X-Tenant-Id as sent: fine on loopback, anyone's tenant to claim elsewhere."""
+    if settings.auth_mode != "dev" or settings.host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return True
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
     from .serving import CoalescingHttpToolsProtocol
 
+    if exposed_in_dev_mode(settings):
+        log.warning(
+            "dev auth mode on a non-loopback address: any client that reaches it can act as any tenant "
+            "(X-Tenant-Id is trusted as sent); set ORDERS_AUTH_MODE=jwt outside development",
+            extra={"host": settings.host, "port": settings.port},
+        )
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
     with database(settings, args.migrate) as dsn:
