@@ -20,6 +20,8 @@ from scenarios import (
     LABELS,
     TARGET_CREATE_VS_PGBENCH,
     TARGET_DEPTH_RATIO,
+    TARGET_HOT_RPS,
+    TARGET_ITEMS_VS_CREATE,
     TARGET_P99_MS,
     TARGET_READ_RPS,
     TARGET_RSS_MB,
@@ -147,6 +149,15 @@ class Report:
                 ratio = f"{value:.2f}"
                 target = f"≥ {TARGET_CREATE_VS_PGBENCH:.2f} of pgbench; " + target
                 met = met and value >= TARGET_CREATE_VS_PGBENCH
+            elif key == "create_items" and (plain := self.http.get("create")) is not None:
+                value = r.rps / plain.rps
+                baseline = f"create without items {fmt_rps(plain.rps)} req/s"
+                ratio = f"{value:.2f}"
+                target = f"≥ {TARGET_ITEMS_VS_CREATE:.2f} of create; " + target
+                met = met and value >= TARGET_ITEMS_VS_CREATE
+            elif key == "hot_product":
+                target = f"≥ {TARGET_HOT_RPS:,} orders/s; " + target
+                met = met and r.rps >= TARGET_HOT_RPS
             elif key in ("get", "list_first"):
                 target = f"≥ {TARGET_READ_RPS:,} req/s; " + target
                 met = met and r.rps >= TARGET_READ_RPS

@@ -30,6 +30,8 @@ from scenarios import (
     DEEP_TENANT,
     DEPTH_PAIRS,
     GET_ORDERS_PER_THREAD,
+    ITEM_LINES,
+    ITEM_PRODUCTS_PER_THREAD,
     PAGE,
     REPLAY_KEYS_PER_THREAD,
     SQL_BLOCKS,
@@ -41,6 +43,7 @@ from scenarios import (
     pgbench_script,
     seed_deep_tenant,
     seed_orders,
+    seed_products,
     vacuum,
     verify_writes,
 )
@@ -145,6 +148,19 @@ def measure(run: Run) -> None:
             "ttl": "3600 seconds",
         },
     )
+
+    step("seeding products")
+    for index in range(options.threads):
+        seed_products(
+            dsn, f"bench-items-{index}", ITEM_PRODUCTS_PER_THREAD, run.workdir / f"products-{index}"
+        )
+    seed_products(dsn, "bench-hot", 1, run.workdir / "hot")
+    run.http(
+        "create_items",
+        "create_items.lua",
+        [run_id, "bench-items-", f"{run.workdir}/products-", str(ITEM_LINES)],
+    )
+    run.http("hot_product", "create_items.lua", [run_id, "bench-hot", f"{run.workdir}/hot", "1"])
 
     step("creating the keys to replay")
     create_replay_keys(run.base, run_id, options.threads)

@@ -83,9 +83,17 @@ WRITES = (
     order_change("cancel", "cancelled"),
 )
 
+# Orders with items: products per thread tenant for the spread case, and the one popular product.
+ITEM_PRODUCTS_PER_THREAD = 100
+ITEM_LINES = 3
+TARGET_ITEMS_VS_CREATE = 0.5
+TARGET_HOT_RPS = 1_000
+
 # The rows of the HTTP table, in order.
 LABELS = {
     "create": "POST /orders (create)",
+    "create_items": f"POST /orders, {ITEM_LINES} items of {ITEM_PRODUCTS_PER_THREAD} products per tenant",
+    "hot_product": "POST /orders, 1 item of one product every connection buys",
     "replay": "POST /orders (replayed create)",
     **{write.key: write.label for write in WRITES},
     "get": "GET /orders/{id}",
@@ -220,6 +228,22 @@ def seed_orders(dsn: str, prefix: str, threads: int, per_thread: int, status: st
         by_tenant.setdefault(tenant, []).append(str(oid))
     for index in range(threads):
         Path(f"{ids_prefix}{index}").write_text("\n".join(by_tenant[f"{prefix}{index}"]) + "\n")
+
+
+def seed_products(dsn: str, tenant: str, count: int, ids_path: Path) -> None:
+    """`count` active products of `tenant` with stock no run can exhaust; their ids to ids_path."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            """
+            INSERT INTO products (id, tenant_id, sku, name, price_cents, stock, created_at, updated_at)
+            SELECT gen_random_uuid(), %(tenant)s, 'SKU-' || n, 'Product ' || n, 100 + n, 1000000000,
+                   now(), now()
+            FROM generate_series(1, %(count)s) AS n
+            RETURNING id
+            """,
+            {"tenant": tenant, "count": count},
+        ).fetchall()
+    ids_path.write_text("\n".join(str(row[0]) for row in rows) + "\n")
 
 
 def vacuum(dsn: str) -> None:

@@ -194,6 +194,8 @@ def translated(exc: BaseException) -> BaseException:
         problem = errors.BY_CONSTRAINT.get(getattr(exc, "constraint_name", None) or "")
         if problem is not None:
             return problem.error()
+    if isinstance(exc, asyncpg.NumericValueOutOfRangeError):  # a sum past the integer columns' range
+        return errors.OUT_OF_RANGE.error()
     if isinstance(
         exc, (asyncpg.LockNotAvailableError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
     ):

@@ -79,7 +79,7 @@ class Problem:
     def error(self, **fields: Any) -> ApiError:
         text = self.message.format(**fields) if fields else self.message
         details = {"reason": self.reason} if self.reason is not None else {}
-        details.update((name, fields[name]) for name in self.details)
+        details.update((name, fields[name]) for name in self.details if name in fields)
         return ApiError(self.status, text, details or None, self.headers)
 
     def describe(self) -> str:
@@ -95,6 +95,7 @@ BAD_IDEMPOTENCY_KEY = Problem(400, "Idempotency-Key must be 1-255 printable ASCI
 IDEMPOTENCY_KEY_REQUIRED = Problem(400, "Idempotency-Key header is required")
 BAD_TENANT = Problem(400, "tenant id must be 1-64 characters of [A-Za-z0-9._:-]")
 BAD_CURSOR = Problem(400, "cursor is not valid; pass back nextCursor unchanged")
+BAD_ACTIVE = Problem(400, "active must be true or false")
 BAD_LIMIT = Problem(400, "limit must be an integer from 1 to {high}", summary="limit out of range")
 # 401 / 403: who is calling.
 TOKEN_REQUIRED = Problem(401, "a verified bearer token is required", headers=CHALLENGE)
@@ -105,8 +106,16 @@ TOKEN_EXPIRED = Problem(401, "the token has expired", headers=CHALLENGE)
 TOKEN_INVALID = Problem(401, "the token is not a valid JWT", headers=CHALLENGE)
 TENANT_MISMATCH = Problem(403, "X-Tenant-Id does not match the token's tenant")
 BODY_TENANT_MISMATCH = Problem(403, "tenantId in the body does not match the caller's tenant")
+ROLE_REQUIRED = Problem(
+    403,
+    "this operation needs the {role} role",
+    "role_required",
+    ("role",),
+    summary="The caller lacks a role the operation needs (X-Roles in dev mode, the token's roles claim)",
+)
 # 404
 ORDER_NOT_FOUND = Problem(404, "order not found")
+PRODUCT_NOT_FOUND = Problem(404, "product not found")
 # 409: the request is valid, the resource's state refuses it.
 STALE_VERSION = Problem(409, "stale version", "stale_version", ("currentVersion",))
 INVALID_TRANSITION = Problem(
@@ -125,6 +134,31 @@ REQUEST_IN_PROGRESS = Problem(
     "request_in_progress",
     headers=RETRY_SOON,
 )
+SKU_TAKEN = Problem(409, "another product of this tenant has this sku", "sku_taken")
+# Orders with items: the catalogue and its stock.
+UNKNOWN_PRODUCT = Problem(
+    422, "product {productId} is not in the catalogue", "unknown_product", ("productId",)
+)
+DUPLICATE_LINE = Problem(
+    422, "product {productId} is listed twice: list each product once", details=("productId",)
+)
+PRODUCT_INACTIVE = Problem(409, "product {productId} is not for sale", "product_inactive", ("productId",))
+INSUFFICIENT_STOCK = Problem(
+    409,
+    "not enough stock",
+    "insufficient_stock",
+    ("items", "available"),
+    summary="Not enough stock: details.items (productId, requested, available per short line) or .available",
+)
+TOTAL_MISMATCH = Problem(
+    409,
+    "totalCents must be the order's total, {expectedTotalCents}",
+    "total_mismatch",
+    ("expectedTotalCents",),
+    summary="totalCents differs from the total of the order's items",
+)
+TOTAL_REQUIRED = Problem(422, "totalCents is required to confirm an order without items")
+OUT_OF_RANGE = Problem(422, "a total or a stock would exceed 2147483647")
 # 413 / 422 / 428
 BODY_TOO_LARGE = Problem(413, "request body exceeds {limit} bytes", summary="Body larger than 64 KiB")
 WRONG_SHAPE = Problem(422, "{detail}", summary="JSON of the wrong shape: the message names the field")
@@ -149,6 +183,7 @@ BY_CONSTRAINT: dict[str, Problem] = {
     "orders_total_cents_check": TOTAL_OUT_OF_RANGE,
     "orders_tenant_id_check": BAD_TENANT,
     "idempotency_keys_key_check": BAD_IDEMPOTENCY_KEY,
+    "products_tenant_sku_key": SKU_TAKEN,
     # One event of a type per order: a second would mean the order changed state twice the same way.
     "outbox_order_event_key": Problem(409, "the order already changed state", "invalid_transition"),
 }

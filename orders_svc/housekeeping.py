@@ -1,12 +1,14 @@
-"""Housekeeping: delete expired idempotency keys and long-published outbox rows, in small batches."""
+"""Housekeeping: expired idempotency keys and long-published outbox rows deleted, expired stock reservations
+cancelled, in small batches."""
 
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from .db import Connection, Database, create_pool
-from .queries import idempotency, outbox
+from .queries import idempotency, outbox, stock
 from .settings import Settings
 
 log = logging.getLogger("orders_svc.housekeeping")
@@ -15,6 +17,7 @@ log = logging.getLogger("orders_svc.housekeeping")
 class Purged(NamedTuple):
     idempotency_keys: int
     outbox_events: int
+    expired_reservations: int = 0
 
 
 async def purge(pool: Database, settings: Settings) -> Purged:
@@ -27,10 +30,28 @@ async def purge(pool: Database, settings: Settings) -> Purged:
     events = await _drain(
         pool, batch, lambda conn: outbox.purge_published_outbox(conn, settings.outbox_retention, batch)
     )
-    purged = Purged(keys, events)
-    if keys or events:
+    expired = await expire_reservations(pool, batch)
+    purged = Purged(keys, events, expired)
+    if keys or events or expired:
         log.info("purged", extra=purged._asdict())
     return purged
+
+
+async def expire_reservations(pool: Database, batch: int) -> int:
+    """Cancel the orders whose reservation ran out (still draft or confirmed), their stock back and their
+    orders.cancelled events written, `batch` orders per transaction. Orders another process holds are skipped,
+    so several processes can run this at once."""
+    total = 0
+    while True:
+        now = datetime.now(UTC)
+        async with pool.acquire() as conn, conn.transaction():
+            expired = await stock.expire_reservations(conn, batch, now)
+            for tenant, order_ids in expired:  # by tenant, in tenant order: products locked in one order
+                await stock.return_stock(conn, tenant, order_ids, now)
+        count = sum(len(order_ids) for _, order_ids in expired)
+        total += count
+        if count < batch:
+            return total
 
 
 async def _drain(pool: Database, batch: int, delete: Callable[[Connection], Awaitable[int]]) -> int:

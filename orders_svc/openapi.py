@@ -1,5 +1,6 @@
 """/openapi.json, generated from the route table: operations, msgspec types and the error catalogue."""
 
+import string
 from collections.abc import Iterable
 from typing import Any
 
@@ -9,7 +10,7 @@ from . import __version__, errors
 from .errors import Problem
 from .preconditions import IDEMPOTENCY_KEY_PATTERN, IF_MATCH_PATTERN
 from .routing import Operation
-from .schemas import EXAMPLE_ORDER_ID, EXAMPLE_TENANT, EXAMPLES, TENANT_PATTERN, Error
+from .schemas import EXAMPLE_ORDER_ID, EXAMPLE_PRODUCT_ID, EXAMPLE_TENANT, EXAMPLES, TENANT_PATTERN, Error
 from .states import TRANSITIONS, OrderStatus
 
 __all__ = ["IDEMPOTENCY_KEY_PATTERN", "IF_MATCH_PATTERN", "build_spec"]
@@ -46,6 +47,14 @@ _TENANT = {
     "schema": {"type": "string", "pattern": TENANT_PATTERN},
     "example": EXAMPLE_TENANT,
 }
+_ROLES = {
+    "name": "X-Roles",
+    "in": "header",
+    "required": False,
+    "description": "The caller's roles, comma-separated, e.g. admin (dev mode; in jwt mode only the verified "
+    "token's roles claim counts and this header is ignored)",
+    "schema": {"type": "string"},
+}
 _IF_MATCH = {
     "name": "If-Match",
     "in": "header",
@@ -62,12 +71,16 @@ _IDEMPOTENCY_KEY = {
     "example": "checkout-7f3c2a91",
 }
 _PATH_ID = {"in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-_PATH_EXAMPLES = {"order_id": str(EXAMPLE_ORDER_ID)}
-# Operations by who calls them: a tenant's order operations, or the service's own, which need no tenant.
+_PATH_EXAMPLES = {"order_id": str(EXAMPLE_ORDER_ID), "product_id": str(EXAMPLE_PRODUCT_ID)}
+# Operations by resource (a tenant's orders, the catalogue), then the service's own, which need no tenant.
 TAGS = [
     {
         "name": "orders",
         "description": "A tenant's orders: X-Tenant-Id (dev mode) or a bearer token (jwt mode)",
+    },
+    {
+        "name": "products",
+        "description": "A tenant's catalogue: anyone of the tenant reads, the admin role writes",
     },
     {"name": "service", "description": "Liveness, readiness, this document and the docs pages; no tenant"},
 ]
@@ -83,7 +96,10 @@ _EXAMPLE_FIELDS: dict[str, Any] = {
     "limit": 64 * 1024,
     "currentVersion": 3,
     "count": 1,
-    "missingMigrations": ["0006_order_cancel"],
+    "missingMigrations": ["0007_products"],
+    "role": "admin",
+    "productId": str(EXAMPLE_PRODUCT_ID),
+    "expectedTotalCents": 2500,
 }
 _EXAMPLE_FIELDS_OF: dict[Problem, dict[str, Any]] = {
     errors.BAD_JSON: {"detail": "Input data was truncated"},
@@ -95,12 +111,20 @@ _NAMES = {id(value): name.lower() for name, value in vars(errors).items() if isi
 
 def _parameters(op: Operation) -> list[dict[str, Any]]:
     parameters: list[dict[str, Any]] = [_TENANT] if op.tenant else []
+    if op.roles:
+        parameters.append(_ROLES)
     parameters += [{"name": name, **_PATH_ID, "example": _PATH_EXAMPLES[name]} for name in op.path_params]
     if op.if_match is not None:
         parameters.append({**_IF_MATCH, "required": op.if_match == "required"})
     if op.idempotency_key is not None:
         parameters.append({**_IDEMPOTENCY_KEY, "required": op.idempotency_key == "required"})
     return parameters + list(op.query)
+
+
+def _tag(op: Operation) -> str:
+    """The resource an operation's path starts with, for tenant operations; `service` for the others."""
+    resource = op.path.split("/")[1]
+    return resource if op.tenant and resource in {t["name"] for t in TAGS} else "service"
 
 
 def _example(value: Any) -> Any:
@@ -173,8 +197,12 @@ def _example_name(problem: Problem) -> str:
 
 
 def _error_example(problem: Problem, fields: dict[str, Any]) -> dict[str, Any]:
-    """The body the service sends for `problem`, rendered by the catalogue itself."""
-    body = msgspec.json.decode(errors.body_of(problem, **fields, **_EXAMPLE_FIELDS_OF.get(problem, {})))
+    """The body the service sends for `problem`, rendered by the catalogue itself. A placeholder with no
+    example value here shows as <name>."""
+    fields = {**fields, **_EXAMPLE_FIELDS_OF.get(problem, {})}
+    placeholders = {name for _, name, _, _ in string.Formatter().parse(problem.message) if name}
+    fields |= {name: f"<{name}>" for name in placeholders - fields.keys()}
+    body = msgspec.json.decode(errors.body_of(problem, **fields))
     return {"summary": _described(problem, fields), "value": body}
 
 
@@ -184,9 +212,16 @@ def _described(problem: Problem, fields: dict[str, Any]) -> str:
     return text.format(**fields) if "{" in text else text
 
 
+def _operation_fields(op: Operation) -> dict[str, Any]:
+    """Example values that depend on the operation. An operation that changes an order's status refuses it
+    from a status it does not start from: the example names its own action and such a status."""
+    if op.path.startswith("/products"):  # a stock change: the product's stock, not an order's lines
+        return {"available": 1}
+    short = [{"productId": str(EXAMPLE_PRODUCT_ID), "requested": 3, "available": 1}]
+    return {**_transition_fields(op), "items": short}
+
+
 def _transition_fields(op: Operation) -> dict[str, Any]:
-    """An operation that changes an order's status refuses it from a status it does not start from: the
-    example names its own action and such a status."""
     for transition in TRANSITIONS:
         if op.operation_id.startswith(transition.action):
             refused = [s for s in OrderStatus if s not in transition.sources and s != transition.target]
@@ -195,13 +230,13 @@ def _transition_fields(op: Operation) -> dict[str, Any]:
 
 
 def _operation(op: Operation) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "tags": ["orders" if op.tenant else "service"],
-        "summary": op.summary,
-        "operationId": op.operation_id,
-    }
-    if op.description:
-        document["description"] = op.description
+    document: dict[str, Any] = {"tags": [_tag(op)], "summary": op.summary, "operationId": op.operation_id}
+    description = op.description
+    if op.roles:
+        needed = ", ".join(op.roles)
+        description = f"Needs the role(s) {needed}. {description}".strip()
+    if description:
+        document["description"] = description
     parameters = _parameters(op)
     if parameters:
         document["parameters"] = parameters
@@ -211,7 +246,9 @@ def _operation(op: Operation) -> dict[str, Any]:
             "content": {JSON: {"schema": _ref(op.body.__name__), "example": _example(EXAMPLES[op.body])}},
         }
     problems = (*errors.COMMON, *op.errors) if op.tenant else op.errors
-    fields = {**_EXAMPLE_FIELDS, **_transition_fields(op)}
+    if op.roles:
+        problems = (*problems, errors.ROLE_REQUIRED)
+    fields = {**_EXAMPLE_FIELDS, **_operation_fields(op)}
     document["responses"] = {**_success(op), **_failures(problems, fields)}
     if op.tenant:
         document["security"] = [{"bearer": []}, {}]

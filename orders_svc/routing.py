@@ -1,9 +1,9 @@
 """Operations, declared once next to their handlers; the routes, `Allow` and the OpenAPI paths come from them.
 
-An `Operation` names its method and path, the headers it reads (tenant, If-Match, Idempotency-Key), its body
-and response types, its errors and its summary. `endpoint` turns it into the request handling that reads
-exactly what it declares, in the contract's order (identity, path, If-Match, body, key), so the document
-cannot promise what the code does not do.
+An `Operation` names its method and path, the headers it reads (tenant, If-Match, Idempotency-Key), the roles
+it needs, its body and response types, its errors and its summary. `endpoint` turns it into the request
+handling that reads exactly what it declares, in the contract's order (identity and roles, path, If-Match,
+body, key), so the document cannot promise what the code does not do.
 """
 
 import re
@@ -26,7 +26,10 @@ Presence = Literal["required", "optional"] | None
 MAX_BODY = 64 * 1024
 _PARAM = re.compile(r"{([a-z_]+)}")
 # Path parameters are ids: one that is not a UUID names nothing, so it is that resource's 404.
-PATH_PARAMS: dict[str, Problem] = {"order_id": errors.ORDER_NOT_FOUND}
+PATH_PARAMS: dict[str, Problem] = {
+    "order_id": errors.ORDER_NOT_FOUND,
+    "product_id": errors.PRODUCT_NOT_FOUND,
+}
 
 
 class Call:
@@ -62,6 +65,7 @@ class Operation:
     if_match: Presence = None
     idempotency_key: Presence = None
     tenant: bool = True
+    roles: tuple[str, ...] = ()  # every one needed (403 otherwise), checked right after the tenant
     errors: tuple[Problem, ...] = ()
     query: tuple[dict[str, Any], ...] = ()
     # Two paths for one operation (PATCH /orders/{id} and /orders/{id}/confirm) fingerprint as one.
@@ -134,10 +138,13 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
     params = [(name, PATH_PARAMS[name]) for name in op.path_params]
     fingerprinted = op.fingerprint_path or op.path
     handler = op.handler
+    roles = op.roles
 
     async def run(request: Request) -> Response:
         call = Call(request)
-        if op.tenant:
+        if roles:
+            call.tenant = request.app.state.auth.tenant_with_roles(request, roles)
+        elif op.tenant:
             call.tenant = request.app.state.auth.tenant(request)
         for name, missing in params:
             try:

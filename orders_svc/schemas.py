@@ -1,11 +1,12 @@
 """Request and response types: the handlers decode and encode with these; /openapi.json is built from them."""
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from .states import OrderStatus
 
@@ -25,16 +26,41 @@ Timestamp = Annotated[
 ]
 
 
+# PostgreSQL's text holds no NUL character: text stored from a request refuses it up front (422, not 500).
+NO_NUL = "^[^\x00]*$"
+
+
 class Base(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """Shared settings: camelCase on the wire, unknown fields refused."""
 
 
+class LineItem(Base):
+    product_id: uuid.UUID
+    quantity: Annotated[int, Meta(ge=1, le=1000)]
+
+
 class CreateOrder(Base, omit_defaults=True):
     tenant_id: TenantId | None = None
+    items: (
+        Annotated[
+            list[LineItem],
+            Meta(
+                min_length=1,
+                max_length=50,
+                description="1-50 lines, each product at most once; stock reserved",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class ConfirmOrder(Base):
-    total_cents: Cents
+    total_cents: (
+        Annotated[
+            Cents, Meta(description="Required for an order without items; for one with items, its total")
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class CloseOrder(Base):
@@ -44,7 +70,7 @@ class CloseOrder(Base):
 class CancelOrder(Base, omit_defaults=True):
     """An empty body, `{}`, or a reason that the orders.cancelled event carries."""
 
-    reason: Annotated[str, Meta(max_length=200)] | None = None
+    reason: Annotated[str, Meta(max_length=200, pattern=NO_NUL)] | None = None
 
 
 class Order(Base):
@@ -55,10 +81,88 @@ class Order(Base):
     total_cents: Cents | None
     created_at: Timestamp
     updated_at: Timestamp
+    # Only orders created with items have these two keys.
+    items: list["OrderItem"] | UnsetType = UNSET
+    reserved_until: Timestamp | UnsetType = UNSET
+
+
+class OrderItem(Base):
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    unit_price_cents: Cents
+    quantity: int
+    line_total_cents: Cents
 
 
 class OrderPage(Base):
     items: list[Order]
+    next_cursor: Annotated[str, Meta(description="Opaque; pass back as ?cursor=")] | None
+
+
+SKU_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+_SKU = re.compile(SKU_PATTERN)
+Sku = Annotated[str, Meta(pattern=SKU_PATTERN, description="1-64 chars of [A-Za-z0-9._-], unique per tenant")]
+ProductName = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Quantity = Annotated[int, Meta(ge=0, le=2**31 - 1, description="An integer from 0 to 2147483647")]
+Delta = Annotated[
+    int,
+    Meta(
+        ge=-(2**63),
+        le=2**63 - 1,
+        description="Added to the stock; not 0. A result below 0 is a 409, above 2147483647 a 422",
+        extra_json_schema={"not": {"const": 0}},
+    ),
+]
+
+
+class CreateProduct(Base):
+    sku: Sku
+    name: ProductName
+    price_cents: Cents
+    stock: Quantity = 0
+    active: bool = True
+
+    def __post_init__(self) -> None:
+        if not _SKU.fullmatch(self.sku):  # the pattern's `$` would let a trailing newline through
+            raise ValueError("sku must be 1-64 characters of [A-Za-z0-9._-]")
+
+
+class UpdateProduct(Base):
+    """At least one field; the others keep their value."""
+
+    name: ProductName | UnsetType = UNSET
+    price_cents: Cents | UnsetType = UNSET
+    active: bool | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if self.name is UNSET and self.price_cents is UNSET and self.active is UNSET:
+            raise ValueError("send at least one of name, priceCents, active")
+
+
+class StockChange(Base):
+    delta: Delta
+
+    def __post_init__(self) -> None:
+        if self.delta == 0:
+            raise ValueError("delta must not be 0")
+
+
+class Product(Base):
+    id: uuid.UUID
+    tenant_id: str
+    sku: str
+    name: str
+    price_cents: Cents
+    stock: Quantity
+    active: bool
+    version: Annotated[int, Meta(ge=1)]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class ProductPage(Base):
+    items: list[Product]
     next_cursor: Annotated[str, Meta(description="Opaque; pass back as ?cursor=")] | None
 
 
@@ -86,10 +190,6 @@ def rfc3339(ts: datetime) -> str:
 
 
 encoder = msgspec.json.Encoder()
-decode_create = msgspec.json.Decoder(CreateOrder).decode
-decode_confirm = msgspec.json.Decoder(ConfirmOrder).decode
-decode_close = msgspec.json.Decoder(CloseOrder).decode
-decode_cancel = msgspec.json.Decoder(CancelOrder).decode
 
 
 # ------------------------------------------------------------------------------------------- examples
@@ -97,6 +197,7 @@ decode_cancel = msgspec.json.Decoder(CancelOrder).decode
 # drift from the schemas (tests/test_openapi_document.py validates each against its schema too).
 EXAMPLE_TENANT = "acme"
 EXAMPLE_ORDER_ID = uuid.UUID("0195f2c4-7a3e-7c1d-9b4e-2f6a8d1c3e5b")
+EXAMPLE_PRODUCT_ID = uuid.UUID("0195f2b9-1c4d-7a2e-9f3b-5d6e7f8a9b0c")
 _CREATED_AT = "2026-11-22T03:50:10.123456Z"
 # The step each status is reached at: version 1 is the draft, each change adds one.
 _STEPS = {
@@ -115,6 +216,10 @@ def example_order(
     version, total, updated_at = _STEPS[status]
     return Order(order_id, EXAMPLE_TENANT, status, version, total, created_at, updated_at or created_at)
 
+
+_EXAMPLE_PRODUCT = Product(
+    EXAMPLE_PRODUCT_ID, EXAMPLE_TENANT, "mug-blue", "Blue mug", 1250, 40, True, 1, _CREATED_AT, _CREATED_AT
+)
 
 EXAMPLES: dict[type, msgspec.Struct] = {
     CreateOrder: CreateOrder(tenant_id=EXAMPLE_TENANT),
@@ -135,4 +240,9 @@ EXAMPLES: dict[type, msgspec.Struct] = {
         "NGQ1ZTZmN2E4YjljIn0",
     ),
     Health: Health(status="ok"),
+    CreateProduct: CreateProduct(sku="mug-blue", name="Blue mug", price_cents=1250, stock=40),
+    UpdateProduct: UpdateProduct(price_cents=1190),
+    StockChange: StockChange(delta=25),
+    Product: _EXAMPLE_PRODUCT,
+    ProductPage: ProductPage(items=[_EXAMPLE_PRODUCT], next_cursor=None),
 }

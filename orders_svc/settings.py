@@ -177,6 +177,13 @@ class Settings:
         5000,
         "How long a request waits behind a concurrent one holding its key or row before 409",
     )
+    reservation_ttl: timedelta = env(
+        "ORDERS_RESERVATION_TTL_SECONDS",
+        between(1, 30 * 86400),
+        900,
+        "How long an order with items holds its stock; then housekeeping cancels it unless closed",
+        to=_seconds,
+    )
     auth_mode: AuthMode = env(
         "ORDERS_AUTH_MODE", AuthMode, "dev", "dev (X-Tenant-Id) or jwt (verified bearer)"
     )

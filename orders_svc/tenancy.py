@@ -1,4 +1,6 @@
-"""Who is calling: the tenant from `X-Tenant-Id` or a bearer JWT's `tenant_id` claim."""
+"""Who is calling: the tenant from `X-Tenant-Id` or a bearer JWT's `tenant_id` claim, and, for operations
+that need some, the caller's roles: in dev mode `X-Roles` and the token's `roles` claim, in jwt mode only the
+verified token's `roles` claim."""
 
 import re
 from typing import Any
@@ -15,7 +17,8 @@ _TENANT = re.compile(TENANT_PATTERN)
 
 
 class Authenticator:
-    """Resolves the tenant of a request. In `jwt` mode tokens are verified and a bare header is refused."""
+    """Resolves the tenant of a request, and checks its roles where an operation needs some. In `jwt` mode
+    tokens are verified, a bare header is refused and `X-Roles` is ignored."""
 
     def __init__(self, settings: Settings) -> None:
         self.verify = settings.auth_mode == "jwt"
@@ -25,9 +28,25 @@ class Authenticator:
         self.audience = settings.jwt_audience
 
     def tenant(self, request: Request) -> str:
+        return self._identify(request)[0]
+
+    def tenant_with_roles(self, request: Request, needed: tuple[str, ...]) -> str:
+        """The tenant of a caller holding every role in `needed`; 403 naming the first one missing."""
+        tenant, claims = self._identify(request)
+        held = set(_claimed_roles(claims))
+        if not self.verify:
+            held.update(_listed_roles(request))
+        for role in needed:
+            if role not in held:
+                raise errors.ROLE_REQUIRED.error(role=role)
+        return tenant
+
+    def _identify(self, request: Request) -> tuple[str, dict[str, Any] | None]:
+        """The tenant, and the token's claims when a token was sent."""
         header = single_header(request.headers, "X-Tenant-Id")
         authorization = single_header(request.headers, "Authorization")
-        claimed = self._claim(authorization) if authorization is not None else None
+        claims = self._claims(authorization) if authorization is not None else None
+        claimed = claims["tenant_id"] if claims is not None else None
         if self.verify and claimed is None:
             raise errors.TOKEN_REQUIRED.error()
         if claimed is None and header is None:
@@ -39,9 +58,9 @@ class Authenticator:
         if not _TENANT.fullmatch(tenant):  # `$` alone would let a trailing newline through
             raise errors.BAD_TENANT.error()
         request.scope["orders.tenant"] = tenant
-        return tenant
+        return tenant, claims
 
-    def _claim(self, authorization: str) -> str:
+    def _claims(self, authorization: str) -> dict[str, Any]:
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -50,7 +69,7 @@ class Authenticator:
         tenant = claims.get("tenant_id")
         if not isinstance(tenant, str):
             raise errors.TOKEN_WITHOUT_TENANT.error()
-        return tenant
+        return claims
 
     def _decode(self, token: str) -> dict[str, Any]:
         try:
@@ -68,3 +87,16 @@ class Authenticator:
             raise errors.TOKEN_EXPIRED.error() from None
         except jwt.PyJWTError:
             raise errors.TOKEN_INVALID.error() from None
+
+
+def _claimed_roles(claims: dict[str, Any] | None) -> list[str]:
+    """The token's `roles` claim: an array of strings; anything else grants no role."""
+    roles = claims.get("roles") if claims is not None else None
+    if not isinstance(roles, list):
+        return []
+    return [role for role in roles if isinstance(role, str)]
+
+
+def _listed_roles(request: Request) -> list[str]:
+    """`X-Roles: admin, support`: a list header, so several field lines are one comma-joined list."""
+    return [role.strip(" \t") for line in request.headers.getlist("X-Roles") for role in line.split(",")]

@@ -64,3 +64,15 @@ call POST "/orders/$DRAFT/cancel" -d '{}'
 echo; echo "## 9. Errors share one shape"
 call PATCH "/orders/$ID/confirm" -d '{"totalCents": 1}'
 call GET "/orders?cursor=not-a-cursor"
+
+echo; echo "## 10. The catalogue: writes need the admin role (X-Roles in dev mode, the token's roles claim)"
+call POST /products -H "Idempotency-Key: $KEY-p" -H 'X-Roles: admin' \
+  -d '{"sku": "MUG-BLUE", "name": "Blue mug", "priceCents": 1250, "stock": 10}'
+PRODUCT=$(field id)
+call POST /products -H "Idempotency-Key: $KEY-p2" -d '{"sku": "MUG-RED", "name": "Red mug", "priceCents": 1250}'
+call GET "/products?active=true&limit=5"
+
+echo; echo "## 11. Change the price with If-Match \"1\" (version 2); restock 5 (version 3); take more than there is: 409"
+call PATCH "/products/$PRODUCT" -H 'X-Roles: admin' -H 'If-Match: "1"' -d '{"priceCents": 1400}'
+call POST "/products/$PRODUCT/stock" -H 'X-Roles: admin' -H "Idempotency-Key: $KEY-s" -d '{"delta": 5}'
+call POST "/products/$PRODUCT/stock" -H 'X-Roles: admin' -H "Idempotency-Key: $KEY-s2" -d '{"delta": -100}'

@@ -19,18 +19,84 @@ INSERT INTO orders (id, tenant_id, status, version, total_cents, created_at, upd
 SELECT $6, $1, 'draft', 1, NULL, $8, $8 FROM claim
 RETURNING id;
 
+-- name: select_lines
+-- The products $2 of tenant $1 as an order's lines would copy them (sku, name, price), with whether each is for
+-- sale; a product unknown to the tenant is missing. A plain read: the stock is taken by create_order_with_items.
+SELECT id, sku, name, price_cents, active
+FROM products
+WHERE tenant_id = $1 AND id = ANY ($2::uuid[]);
+
+-- name: create_order_with_items
+-- Fast path of an idempotent create with lines, one statement: unless key $2 of tenant $1 exists, locks products
+-- $10 (quantities $11) in id order and, if every one is active, has the stock and still has the sku $13, name
+-- $14 and price $12 the response was rendered with, claims the key (fingerprint $3, lifetime $7) storing
+-- response $4/$5, takes the stock, and inserts draft order $6 (total $15, created at $8, reserved until $9)
+-- with its lines. Returns whether the key was new, whether it was claimed, and each locked product as found.
+-- The product rows are held only while this statement and its commit run: no round trip of the client's.
+WITH wanted AS (
+    SELECT *
+    FROM unnest($10::uuid[], $11::int[], $12::int[], $13::text[], $14::text[]) WITH ORDINALITY
+        AS w (product_id, quantity, price_cents, sku, name, line)
+), fresh AS (
+    SELECT NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE tenant_id = $1 AND key = $2) AS yes
+), locked AS (
+    SELECT id, stock, active, price_cents, sku, name
+    FROM products
+    WHERE tenant_id = $1 AND id = ANY ($10::uuid[]) AND (SELECT yes FROM fresh)
+    ORDER BY id
+    FOR NO KEY UPDATE
+), verdict AS (
+    SELECT count(*) = cardinality($10::uuid[]) AND coalesce(bool_and(
+               l.active AND l.stock >= w.quantity
+               AND (l.price_cents, l.sku, l.name) = (w.price_cents, w.sku, w.name)), false) AS ok
+    FROM locked AS l JOIN wanted AS w ON w.product_id = l.id
+), claim AS (
+    INSERT INTO idempotency_keys
+        (tenant_id, key, fingerprint, response_status, response_headers, response_body, created_at, expires_at)
+    SELECT $1, $2, $3, 201, $4, $5, now(), now() + $7::interval FROM verdict WHERE ok
+    ON CONFLICT (tenant_id, key) DO NOTHING
+    RETURNING 1
+), taken AS (
+    UPDATE products AS p
+    SET stock = p.stock - w.quantity, version = p.version + 1, updated_at = greatest($8, p.updated_at)
+    FROM wanted AS w CROSS JOIN claim
+    WHERE p.tenant_id = $1 AND p.id = w.product_id
+), placed AS (
+    INSERT INTO orders (id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until)
+    SELECT $6, $1, 'draft', 1, $15, $8, $8, $9 FROM claim
+    RETURNING id
+), items AS (
+    INSERT INTO order_items (order_id, line, tenant_id, product_id, sku, name, unit_price_cents, quantity)
+    SELECT placed.id, w.line, $1, w.product_id, w.sku, w.name, w.price_cents, w.quantity
+    FROM placed CROSS JOIN wanted AS w
+)
+SELECT (SELECT yes FROM fresh), EXISTS (SELECT 1 FROM claim), l.id, l.stock, l.active, w.quantity
+FROM (SELECT 1) AS one
+LEFT JOIN locked AS l ON true
+LEFT JOIN wanted AS w ON w.product_id = l.id;
+
+-- name: select_order_items
+-- The lines of orders $2 of tenant $1, by order and line.
+SELECT order_id, product_id, sku, name, unit_price_cents, quantity
+FROM order_items
+WHERE tenant_id = $1 AND order_id = ANY ($2::uuid[])
+ORDER BY order_id, line;
+
 -- name: select_order
 -- The order $2 of tenant $1.
-SELECT id, tenant_id, status, version, total_cents, created_at, updated_at
+SELECT id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
 FROM orders
 WHERE tenant_id = $1 AND id = $2;
 
 -- name: confirm_order
--- draft -> confirmed with total $4 at $5 for order $2 of tenant $1, only at a version in $3 (NULL = If-Match: *).
+-- draft -> confirmed at $5 for order $2 of tenant $1, only at a version in $3 (NULL = If-Match: *). An order
+-- without lines takes total $4; an order with lines keeps the total of its lines, which $4 may repeat.
 UPDATE orders
-SET status = 'confirmed', total_cents = $4, version = version + 1, updated_at = greatest($5, updated_at)
+SET status = 'confirmed', total_cents = coalesce($4, total_cents), version = version + 1,
+    updated_at = greatest($5, updated_at)
 WHERE tenant_id = $1 AND id = $2 AND status = 'draft' AND ($3::int[] IS NULL OR version = ANY ($3::int[]))
-RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at;
+  AND CASE WHEN reserved_until IS NULL THEN $4::int IS NOT NULL ELSE $4::int IS NULL OR $4::int = total_cents END
+RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until;
 
 -- name: close_order
 -- confirmed -> closed at $5 for order $2 of tenant $1 at a version in $3 (NULL = any), plus outbox event $4
@@ -40,7 +106,7 @@ WITH closed AS (
     SET status = 'closed', version = version + 1, updated_at = greatest($5, updated_at)
     WHERE tenant_id = $1 AND id = $2 AND status = 'confirmed'
       AND ($3::int[] IS NULL OR version = ANY ($3::int[]))
-    RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at
+    RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
 ), event AS (
     INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
     SELECT $4, 'orders.closed', id, version, tenant_id, updated_at, jsonb_build_object(
@@ -57,7 +123,7 @@ WITH cancelled AS (
     SET status = 'cancelled', version = version + 1, updated_at = greatest($6, updated_at)
     WHERE tenant_id = $1 AND id = $2 AND status IN ('draft', 'confirmed')
       AND ($3::int[] IS NULL OR version = ANY ($3::int[]))
-    RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at
+    RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
 ), event AS (
     INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
     SELECT $4, 'orders.cancelled', id, version, tenant_id, updated_at, jsonb_build_object(
@@ -68,7 +134,7 @@ SELECT * FROM cancelled;
 
 -- name: list_orders_first
 -- The newest $2 orders of tenant $1 (callers pass page size + 1 to learn whether another page follows).
-SELECT id, tenant_id, status, version, total_cents, created_at, updated_at
+SELECT id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
 FROM orders
 WHERE tenant_id = $1
 ORDER BY created_at DESC, id DESC
@@ -76,7 +142,7 @@ LIMIT $2;
 
 -- name: list_orders_after
 -- The next $4 orders of tenant $1 strictly after keyset position ($2 created_at, $3 id), newest first.
-SELECT id, tenant_id, status, version, total_cents, created_at, updated_at
+SELECT id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
 FROM orders
 WHERE tenant_id = $1 AND (created_at, id) < ($2, $3)
 ORDER BY created_at DESC, id DESC

@@ -19,11 +19,18 @@ def test_demo_script_walks_the_lifecycle_with_the_contract_statuses(live_server)
     statuses = [int(s) for s in re.findall(r"^HTTP/1.1 (\d{3})", result.stdout, re.MULTILINE)]
     # create, replay, reused key, confirm, stale confirm, close, page 1, page 2, cancel, cancel again,
     # missing If-Match, bad cursor
-    assert statuses == [201, 200, 409, 200, 409, 200, 200, 200, 200, 409, 428, 400]
+    orders = [201, 200, 409, 200, 409, 200, 200, 200, 200, 409, 428, 400]
+    # product create, create without the admin role, product list, price change, restock, take too many
+    catalogue = [201, 403, 200, 200, 200, 409]
+    assert statuses == orders + catalogue
     assert "idempotent-replayed: true" in result.stdout
     assert '"reason":"idempotency_key_reused"' in result.stdout
     assert '"reason":"stale_version","currentVersion":2' in result.stdout
     assert '"status":"closed","version":3' in result.stdout
     assert '"status":"cancelled","version":2' in result.stdout
     assert '"reason":"invalid_transition","currentStatus":"cancelled"' in result.stdout
-    assert result.stdout.count('"nextCursor":null') == 1
+    assert result.stdout.count('"nextCursor":null') == 2
+    assert '"reason":"role_required","role":"admin"' in result.stdout
+    assert '"priceCents":1400,"stock":10,"active":true,"version":2' in result.stdout
+    assert '"stock":15,"active":true,"version":3' in result.stdout
+    assert '"reason":"insufficient_stock","available":15' in result.stdout

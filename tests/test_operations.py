@@ -86,8 +86,16 @@ async def test_openapi_schemas_are_the_wire_types(client):
         "totalCents",
         "createdAt",
         "updatedAt",
+        "items",
+        "reservedUntil",
     }
-    assert set(schemas["ConfirmOrder"]["required"]) == {"totalCents"}
+    # Only orders created with items carry the last two keys (tests/test_order_items.py).
+    assert set(schemas["Order"]["required"]) == set(schemas["Order"]["properties"]) - {
+        "items",
+        "reservedUntil",
+    }
+    # totalCents is required for an order without items (422 otherwise), optional for one with items.
+    assert not schemas["ConfirmOrder"].get("required")
     assert schemas["ConfirmOrder"]["properties"]["totalCents"]["maximum"] == 2**31 - 1
     assert set(schemas["Error"]["required"]) == {"code", "message"}
     assert set(schemas["OrderPage"]["properties"]) == {"items", "nextCursor"}

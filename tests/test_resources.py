@@ -104,6 +104,7 @@ GLOBAL_BLOCKS = {
     "purge_published_outbox": "housekeeping: purges published events of every tenant",
     "purge_expired_idempotency_keys": "housekeeping: purges expired keys of every tenant",
     "outbox_status": "an operator command (orders-svc outbox status): the backlog of every tenant's events",
+    "expire_reservations": "housekeeping: cancels the expired reservations of every tenant",
 }
 
 

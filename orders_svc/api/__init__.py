@@ -4,6 +4,6 @@ A handler reads what its `Call` holds, calls one use case and returns its reply.
 table: app.py serves it and openapi.py documents it.
 """
 
-from . import operations, orders
+from . import operations, orders, products
 
-OPERATIONS = (*orders.OPERATIONS, *operations.OPERATIONS)
+OPERATIONS = (*orders.OPERATIONS, *products.OPERATIONS, *operations.OPERATIONS)

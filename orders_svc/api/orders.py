@@ -1,7 +1,10 @@
 """/orders: create, list, get, confirm, close, cancel."""
 
+import uuid
 from dataclasses import replace
 from typing import Any
+
+from msgspec import UNSET
 
 from .. import errors
 from ..errors import (
@@ -29,10 +32,20 @@ _GUARDED = (errors.BAD_IF_MATCH, ORDER_NOT_FOUND, STALE_VERSION, INVALID_TRANSIT
 
 
 async def create_order(call: Call) -> Reply:
-    if call.body.tenant_id is not None and call.body.tenant_id != call.tenant:
+    body: CreateOrder = call.body
+    if body.tenant_id is not None and body.tenant_id != call.tenant:
         raise BODY_TENANT_MISMATCH.error()
     assert call.idem is not None  # required by the declaration
-    return await orders.create_order(call.pool, call.tenant, call.idem)
+    if body.items is UNSET:
+        return await orders.create_order(call.pool, call.tenant, call.idem)
+    lines = [(item.product_id, item.quantity) for item in body.items]
+    seen: set[uuid.UUID] = set()
+    for product_id, _ in lines:
+        if product_id in seen:
+            raise errors.DUPLICATE_LINE.error(productId=str(product_id))
+        seen.add(product_id)
+    reservation = call.request.app.state.settings.reservation_ttl
+    return await orders.create_order_with_items(call.pool, call.tenant, call.idem, lines, reservation)
 
 
 async def list_orders(call: Call) -> bytes:
@@ -55,7 +68,8 @@ async def confirm_order(call: Call) -> Reply:
     order_id = call.ids["order_id"]
     if not call.if_match_sent:
         raise await orders.require_order(call.pool, call.tenant, order_id)
-    return await orders.confirm_order(call.pool, target(call), call.body.total_cents, call.idem)
+    total = call.body.total_cents
+    return await orders.confirm_order(call.pool, target(call), None if total is UNSET else total, call.idem)
 
 
 async def close_order(call: Call) -> Reply:
@@ -85,7 +99,12 @@ CONFIRM = order_change(
     body=ConfirmOrder,
     body_required=True,
     if_match="required",
-    errors=(errors.TOTAL_OUT_OF_RANGE, errors.IF_MATCH_REQUIRED),
+    errors=(
+        errors.TOTAL_OUT_OF_RANGE,
+        errors.IF_MATCH_REQUIRED,
+        errors.TOTAL_REQUIRED,
+        errors.TOTAL_MISMATCH,
+    ),
     response_example=example_order(OrderStatus.CONFIRMED),
 )
 
@@ -100,7 +119,17 @@ OPERATIONS = (
         response=Order,
         status=201,
         idempotency_key="required",
-        errors=(*_BODY, *_KEYED, errors.IDEMPOTENCY_KEY_REQUIRED, BODY_TENANT_MISMATCH),
+        errors=(
+            *_BODY,
+            *_KEYED,
+            errors.IDEMPOTENCY_KEY_REQUIRED,
+            BODY_TENANT_MISMATCH,
+            errors.DUPLICATE_LINE,
+            errors.UNKNOWN_PRODUCT,
+            errors.PRODUCT_INACTIVE,
+            errors.INSUFFICIENT_STOCK,
+            errors.OUT_OF_RANGE,
+        ),
     ),
     Operation(
         "GET",

@@ -8,6 +8,9 @@ from ..db import Connection
 from . import statement
 
 CREATE_ORDER = statement("create_order")
+SELECT_LINES = statement("select_lines")
+CREATE_ORDER_WITH_ITEMS = statement("create_order_with_items")
+SELECT_ORDER_ITEMS = statement("select_order_items")
 SELECT_ORDER = statement("select_order")
 CONFIRM_ORDER = statement("confirm_order")
 CLOSE_ORDER = statement("close_order")
@@ -24,6 +27,35 @@ class OrderRow(NamedTuple):
     total_cents: int | None
     created_at: datetime
     updated_at: datetime
+    reserved_until: datetime | None  # orders with lines only
+
+
+class LineRow(NamedTuple):
+    """A product as an order's line copies it, and whether it is for sale."""
+
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    unit_price_cents: int
+    active: bool
+
+
+class Placed(NamedTuple):
+    """What create_order_with_items did: whether the key was new, whether it was claimed (the order placed),
+    and each product it locked: (product id, stock, active, quantity asked)."""
+
+    fresh: bool
+    claimed: bool
+    locked: list[tuple[uuid.UUID, int, bool, int]]
+
+
+class ItemRow(NamedTuple):
+    order_id: uuid.UUID
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    unit_price_cents: int
+    quantity: int
 
 
 def _order(row: object) -> OrderRow | None:
@@ -48,6 +80,46 @@ async def create_order(
     return row is not None
 
 
+async def select_lines(conn: Connection, tenant_id: str, product_ids: list[uuid.UUID]) -> list[LineRow]:
+    return [LineRow(*row) for row in await conn.fetch(SELECT_LINES, tenant_id, product_ids)]
+
+
+async def create_order_with_items(
+    conn: Connection,
+    tenant_id: str,
+    idem: tuple[str, bytes, timedelta],
+    response: tuple[dict[str, str], bytes],
+    order: OrderRow,
+    lines: list[tuple[LineRow, int]],
+) -> Placed:
+    key, fingerprint, ttl = idem
+    headers, body = response
+    rows = await conn.fetch(
+        CREATE_ORDER_WITH_ITEMS,
+        tenant_id,
+        key,
+        fingerprint,
+        headers,
+        body,
+        order.id,
+        ttl,
+        order.created_at,
+        order.reserved_until,
+        [line.product_id for line, _ in lines],
+        [quantity for _, quantity in lines],
+        [line.unit_price_cents for line, _ in lines],
+        [line.sku for line, _ in lines],
+        [line.name for line, _ in lines],
+        order.total_cents,
+    )
+    fresh, claimed = rows[0][0], rows[0][1]
+    return Placed(fresh, claimed, [(r[2], r[3], r[4], r[5]) for r in rows if r[2] is not None])
+
+
+async def select_order_items(conn: Connection, tenant_id: str, order_ids: list[uuid.UUID]) -> list[ItemRow]:
+    return [ItemRow(*row) for row in await conn.fetch(SELECT_ORDER_ITEMS, tenant_id, order_ids)]
+
+
 async def select_order(conn: Connection, tenant_id: str, order_id: uuid.UUID) -> OrderRow | None:
     return _order(await conn.fetchrow(SELECT_ORDER, tenant_id, order_id))
 
@@ -60,7 +132,7 @@ class Target(NamedTuple):
     versions: list[int] | None
 
 
-async def confirm_order(conn: Connection, target: Target, total: int, at: datetime) -> OrderRow | None:
+async def confirm_order(conn: Connection, target: Target, total: int | None, at: datetime) -> OrderRow | None:
     return _order(await conn.fetchrow(CONFIRM_ORDER, *target, total, at))
 
 

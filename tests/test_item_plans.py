@@ -1,0 +1,56 @@
+"""The statements orders with items add stay index scans (EXPLAIN of the exact statements, generic plans)."""
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+from catalogue import add_product
+from test_migrations import plan_nodes, sql_literal
+
+from orders_svc.queries import orders, stock
+
+
+async def explain(dsn: str, statement: str, args: tuple[object, ...]) -> list[dict[str, object]]:
+    conn = await asyncpg.connect(dsn, server_settings={"plan_cache_mode": "force_generic_plan"})
+    try:
+        await conn.execute(f"PREPARE s AS {statement}")
+        literals = ", ".join(sql_literal(a) for a in args)
+        [plan] = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE s({literals})"))
+    finally:
+        await conn.close()
+    return plan_nodes(plan["Plan"])
+
+
+async def test_an_orders_lines_are_read_through_the_primary_key_and_due_reservations_through_their_index(
+    fresh_db, fresh_database_url
+):
+    tenant, now = "t-plans", datetime.now(UTC)
+    product = uuid.UUID(await add_product(fresh_db, tenant, stock=10**6))
+    # 20,000 orders with one line each, a tenth of them still reserved: enough for scans to cost what they do.
+    await fresh_db.execute(
+        "INSERT INTO orders (id, tenant_id, status, total_cents, created_at, updated_at, reserved_until) "
+        "SELECT gen_random_uuid(), $1, CASE WHEN n % 10 = 0 THEN 'draft' ELSE 'closed' END, 100, "
+        "       $2::timestamptz, $2, CASE WHEN n % 10 = 0 THEN $2 + interval '15 minutes' END "
+        "FROM generate_series(1, 20000) AS n",
+        tenant,
+        now,
+    )
+    await fresh_db.execute(
+        "INSERT INTO order_items SELECT id, 1, tenant_id, $2, 'S', 'N', 100, 1 FROM orders "
+        "WHERE tenant_id = $1",
+        tenant,
+        product,
+    )
+    await fresh_db.execute("ANALYZE")
+    some = [r["id"] for r in await fresh_db.fetch("SELECT id FROM orders LIMIT 10")]
+
+    array = "{" + ",".join(str(i) for i in some) + "}"  # as a literal: uuid[]
+    items = await explain(fresh_database_url, orders.SELECT_ORDER_ITEMS, (tenant, array))
+    assert not {"Seq Scan"} & {n["Node Type"] for n in items}, items
+    # Either unique index leads with order_id: a lookup per order id asked for.
+    assert {n.get("Index Name") for n in items} & {"order_items_pkey", "order_items_product_once_key"}
+
+    due = await explain(fresh_database_url, stock.EXPIRE_RESERVATIONS, (100, now))
+    assert not [n for n in due if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "orders"], due
+    assert "orders_reservation_due_idx" in {n.get("Index Name") for n in due}, due

@@ -1,0 +1,124 @@
+"""Stock under real concurrency over real connections: never oversold, never deadlocked, accounted for."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+from catalogue import add_product, lines, order_with, stock_of
+
+from orders_svc.db import create_pool
+from orders_svc.housekeeping import expire_reservations
+
+from conftest import test_settings as settings_for
+from helpers import cancel, tenant_headers
+from support import app_client
+
+
+@pytest.fixture
+async def http(live_server: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The real server; a connection of its own for each request in flight."""
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=live_server, limits=limits, timeout=60) as client:
+        yield client
+
+
+async def gather(calls) -> list[httpx.Response]:
+    responses = list(await asyncio.gather(*calls))
+    assert all(r.status_code < 500 for r in responses), [r.text for r in responses if r.status_code >= 500]
+    return responses
+
+
+async def test_120_buyers_of_50_units_make_exactly_50_orders_and_70_refusals(http, db, tenant):
+    product = await add_product(db, tenant, stock=50, price=100)
+    responses = await gather([order_with(http, tenant, lines((product, 1))) for _ in range(120)])
+    statuses = [r.status_code for r in responses]
+    assert (statuses.count(201), statuses.count(409)) == (50, 70), statuses
+    for refused in (r for r in responses if r.status_code == 409):
+        assert refused.json()["details"]["reason"] == "insufficient_stock"
+        [short] = refused.json()["details"]["items"]
+        assert short == {"productId": product, "requested": 1, "available": 0}
+    assert await stock_of(db, product) == 0
+    sold = await db.fetchval(
+        "SELECT coalesce(sum(quantity), 0) FROM order_items WHERE tenant_id = $1 AND product_id = $2",
+        tenant,
+        uuid.UUID(product),
+    )
+    orders = await db.fetchval("SELECT count(*) FROM orders WHERE tenant_id = $1", tenant)
+    assert (sold, orders) == (50, 50)
+
+
+async def test_orders_over_two_products_in_opposite_orders_all_succeed_without_deadlock(http, db, tenant):
+    a, b = await add_product(db, tenant, stock=1000), await add_product(db, tenant, stock=1000)
+    calls = [
+        order_with(http, tenant, lines((a, 1), (b, 2)) if i % 2 else lines((b, 2), (a, 1)))
+        for i in range(100)
+    ]
+    responses = await gather(calls)
+    assert [r.status_code for r in responses].count(201) == 100, [
+        r.text for r in responses if r.status_code != 201
+    ]
+    assert (await stock_of(db, a), await stock_of(db, b)) == (900, 800)
+
+
+async def test_restocks_purchases_and_cancels_at_once_leave_start_plus_restocks_minus_sold(http, db, tenant):
+    product = await add_product(db, tenant, stock=20)
+    kept = [(await order_with(http, tenant, lines((product, 1)))).json()["id"] for _ in range(10)]
+    assert await stock_of(db, product) == 10
+
+    async def restock() -> None:  # concurrent restocks from another connection, 5 units each
+        await db.execute("UPDATE products SET stock = stock + 5 WHERE id = $1", uuid.UUID(product))
+
+    buys = [order_with(http, tenant, lines((product, 2))) for _ in range(30)]
+    cancels = [cancel(http, tenant, order_id) for order_id in kept]
+    results = await asyncio.gather(*buys, *cancels, *(restock() for _ in range(8)))
+    responses = [r for r in results if isinstance(r, httpx.Response)]
+    assert all(r.status_code in (200, 201, 409) for r in responses), [r.text for r in responses]
+    bought = sum(2 for r in responses[:30] if r.status_code == 201)
+    assert all(r.status_code == 200 for r in responses[30:])
+    # start 20, 10 kept then given back, 8 restocks of 5, each successful buy takes 2
+    assert await stock_of(db, product) == 20 + 8 * 5 - bought
+    taken = await db.fetchval(
+        "SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id "
+        "WHERE i.tenant_id = $1 AND o.tenant_id = $1 AND o.status <> 'cancelled'",
+        tenant,
+    )
+    assert taken == bought
+
+
+async def test_expired_reservations_are_cancelled_once_with_stock_back_from_several_processes(
+    fresh_database_url, tenant
+):
+    async with (
+        asyncpg.create_pool(fresh_database_url, min_size=1, max_size=4) as db,
+        app_client(settings_for(fresh_database_url)) as api,
+    ):
+        a, b = await add_product(db, tenant, stock=100), await add_product(db, tenant, stock=100)
+        ids = [(await order_with(api, tenant, lines((a, 1), (b, 2)))).json()["id"] for _ in range(30)]
+        live = (await order_with(api, tenant, lines((a, 5)))).json()["id"]
+        assert (await stock_of(db, a), await stock_of(db, b)) == (65, 40)
+        await db.execute(
+            "UPDATE orders SET reserved_until = now() - interval '1 second' WHERE id = ANY($1)",
+            [uuid.UUID(i) for i in ids],
+        )
+        settings = settings_for(fresh_database_url, pool_max=2)
+        pools = [await create_pool(settings, fresh_database_url) for _ in range(3)]
+        try:
+            counts = await asyncio.gather(*(expire_reservations(pool, 4) for pool in pools))
+            assert await expire_reservations(pools[0], 4) == 0  # nothing left to expire
+        finally:
+            for pool in pools:
+                await pool.close()
+        assert sum(counts) == 30
+        assert (await stock_of(db, a), await stock_of(db, b)) == (95, 100)
+        rows = await db.fetch("SELECT id, status, version FROM orders WHERE tenant_id = $1", tenant)
+        by_id = {str(r["id"]): (r["status"], r["version"]) for r in rows}
+        assert all(by_id[i] == ("cancelled", 2) for i in ids) and by_id[live] == ("draft", 1)
+        events = await db.fetch("SELECT order_id, payload FROM outbox WHERE tenant_id = $1", tenant)
+        assert sorted(str(e["order_id"]) for e in events) == sorted(ids)
+        assert {json.loads(e["payload"])["reason"] for e in events} == {"reservation_expired"}
+        got = await api.get(f"/orders/{ids[0]}", headers=tenant_headers(tenant))
+        assert got.json()["status"] == "cancelled" and len(got.json()["items"]) == 2
