@@ -87,7 +87,7 @@ def exposed_in_dev_mode(settings: Settings) -> bool:
 def serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
-    from .serving import CoalescingHttpToolsProtocol
+    from .serving import http_protocol
 
     if exposed_in_dev_mode(settings):
         log.warning(
@@ -109,7 +109,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http=CoalescingHttpToolsProtocol,  # httptools, each response in one write
+            # httptools, each response in one write, the head and body limits and deadlines of the settings
+            http=http_protocol(settings),
+            timeout_keep_alive=settings.keepalive_timeout_seconds,
+            limit_concurrency=settings.max_concurrency,  # past it: 503 + Retry-After (serving.py)
             log_config=None,
             access_log=False,  # the service writes its own request line (middleware.RequestContext)
             server_header=False,  # no `server: uvicorn` for scanners to key on

@@ -2,17 +2,35 @@
 errors become API errors."""
 
 import asyncio
+from collections.abc import Callable, Hashable
+from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
 import msgspec
 from asyncpg import Connection
+from starlette.requests import ClientDisconnect
 
 from . import errors
 from .errors import log
 from .settings import Settings
 
-__all__ = ["Connection", "Database", "Pool", "connection", "create_pool", "transaction", "translated"]
+__all__ = [
+    "Connection",
+    "Database",
+    "Pool",
+    "client_gone",
+    "connection",
+    "contended",
+    "create_pool",
+    "transaction",
+    "translated",
+]
+
+# Set per request by the HTTP layer: whether the request's client has gone away (serving.py), and what row or
+# key a write contends on, if anything (middleware.py). Unset outside requests (relay, jobs, tests).
+client_gone: ContextVar[Callable[[], bool] | None] = ContextVar("client_gone", default=None)
+contended: ContextVar[Hashable | None] = ContextVar("contended", default=None)
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.decode
@@ -69,7 +87,7 @@ async def _keep_session(conn: Connection) -> None:
 
 
 class Database:
-    """The service's connections: an asyncpg pool, handed out first come, first served.
+    """The service's connections: an asyncpg pool, handed out first come, first served, within bounds.
 
     asyncpg queues requests for a connection on an asyncio.Queue, where a request that asks while a released
     connection is on its way to the first waiter takes it instead, and the waiter queues again at the back.
@@ -78,20 +96,82 @@ class Database:
     taken from a FIFO semaphore as large as the pool (asyncio.Semaphore lets no one past its waiters), so
     asyncpg's queue always has a connection for whoever holds a turn. The pool is reachable only through
     this class's methods, so the API, the relay and housekeeping all take turns.
+
+    Bounds, for requests (`connection`, `transaction`): a turn is waited for at most `pool_timeout_ms` (then
+    503 pool_exhausted); a request whose client has gone is dropped before it takes one. Writes that contend
+    on the same row or key queue here, one at a time per process, rather than each holding a connection while
+    PostgreSQL makes it wait on the row lock: a hot row ties up one connection, not the pool (the queue is
+    waited on for at most `idempotency_wait_ms`, then 409 request_in_progress, as a wait in the database).
     """
 
-    __slots__ = ("_pool", "_turns")
+    __slots__ = ("_close_timeout", "_key_wait", "_pool", "_pool_wait", "_queues", "_turns")
 
-    def __init__(self, pool: asyncpg.Pool, size: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self._pool = pool
-        self._turns = asyncio.Semaphore(size)
+        self._turns = asyncio.Semaphore(settings.pool_max)
+        self._pool_wait = settings.pool_timeout_ms / 1000
+        self._key_wait = settings.idempotency_wait_ms / 1000
+        self._close_timeout = settings.pool_close_timeout_ms / 1000
+        self._queues: dict[Hashable, _Queue] = {}
 
     def acquire(self) -> "_Scope":
         """`async with`: a pooled connection in autocommit, driver errors left as they are (relay, jobs)."""
         return _Scope(self, in_transaction=False, translate=False)
 
     async def close(self) -> None:
-        await self._pool.close()
+        """Close the connections, each cleanly if the database answers within `pool_close_timeout_ms`;
+        past it (a database that stopped answering) they are dropped."""
+        try:
+            async with asyncio.timeout(self._close_timeout):
+                await self._pool.close()
+        except TimeoutError:
+            log.warning("database pool did not close in time: connections dropped")
+            self._pool.terminate()
+
+    async def _take_turn(self) -> None:
+        if not self._turns.locked():  # a turn is free: no waiting, no timer
+            await self._turns.acquire()
+            return
+        try:
+            async with asyncio.timeout(self._pool_wait):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise errors.POOL_EXHAUSTED.error() from None
+
+    async def _enter_queue(self, key: Hashable) -> "_Queue":
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue()
+        queue.users += 1
+        try:
+            if queue.lock.locked():
+                async with asyncio.timeout(self._key_wait):
+                    await queue.lock.acquire()
+            else:
+                await queue.lock.acquire()
+        except BaseException as exc:
+            self._leave_queue(key, queue, holding=False)
+            if isinstance(exc, TimeoutError):
+                raise errors.REQUEST_IN_PROGRESS.error() from None
+            raise
+        return queue
+
+    def _leave_queue(self, key: Hashable, queue: "_Queue", holding: bool = True) -> None:
+        if holding:
+            queue.lock.release()
+        queue.users -= 1
+        if not queue.users:
+            del self._queues[key]
+
+
+class _Queue:
+    """The writes of this process waiting on one row or key, in arrival order (asyncio.Lock is FIFO)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 Pool = Database
@@ -106,9 +186,18 @@ async def create_pool(settings: Settings, dsn: str, *, generic_plans: bool = Fal
         init=_init_connection,
         reset=_keep_session,
         server_settings=server_settings(settings, generic_plans),
-        command_timeout=max(statement_budget_ms(settings) / 1000 + 5, 10),
+        timeout=settings.connect_timeout_ms / 1000,  # opening a connection (asyncpg's default: 60 s)
+        command_timeout=command_timeout(settings),
     )
-    return Database(pool, settings.pool_max)
+    return Database(pool, settings)
+
+
+def command_timeout(settings: Settings) -> float | None:
+    """How long the driver waits for a statement's answer: a second past the server's own statement budget,
+    so a database that answers cancels the statement itself first and one that has stopped answering is
+    given up on soon after (its connection is then dropped, not rolled back: see _Scope)."""
+    budget = statement_budget_ms(settings)
+    return budget / 1000 + 1 if budget else None
 
 
 class _Scope:
@@ -117,7 +206,7 @@ class _Scope:
     A plain class rather than stacked generator-based context managers: it is entered on every request.
     """
 
-    __slots__ = ("_conn", "_database", "_in_transaction", "_transaction", "_translate")
+    __slots__ = ("_conn", "_database", "_in_transaction", "_queue", "_queued", "_transaction", "_translate")
 
     def __init__(self, database: Database, in_transaction: bool, translate: bool = True) -> None:
         self._database = database
@@ -125,14 +214,30 @@ class _Scope:
         self._translate = translate
         self._conn: Connection | None = None
         self._transaction: Any = None
+        self._queue: _Queue | None = None
+        self._queued: Hashable | None = None
 
     async def __aenter__(self) -> Connection:
         database = self._database
-        await database._turns.acquire()  # FIFO: see Database
+        if not self._translate:  # the relay and jobs: no request, no bounds but the driver's
+            await database._turns.acquire()
+        else:
+            _check_client()
+            key = contended.get()
+            if key is not None:
+                self._queue, self._queued = await database._enter_queue(key), key
+            try:
+                await database._take_turn()
+            except BaseException:
+                self._leave_queue()
+                raise
+            if (gone := client_gone.get()) is not None and gone():
+                self._leave_turn()
+                raise ClientDisconnect()
         try:
             conn: Connection = await database._pool.acquire()
         except BaseException as exc:
-            database._turns.release()
+            self._leave_turn()
             self._raise_mapped(exc)
             raise
         self._conn = conn
@@ -141,25 +246,42 @@ class _Scope:
             try:
                 await self._transaction.start()
             except BaseException as exc:
-                await self._release()
+                await self._release(_breaks_connection(exc))
                 self._raise_mapped(exc)
                 raise
         return conn
 
-    async def _release(self) -> None:
+    def _leave_queue(self) -> None:
+        if self._queue is not None:
+            self._database._leave_queue(self._queued, self._queue)
+            self._queue = self._queued = None
+
+    def _leave_turn(self) -> None:
+        self._database._turns.release()
+        self._leave_queue()
+
+    async def _release(self, broken: bool = False) -> None:
+        conn = self._conn
         try:
-            await self._database._pool.release(self._conn)
+            if broken and conn is not None:
+                # Timed out or cut off mid-statement: a rollback would wait on a server that may not answer.
+                conn.terminate()
+            await self._database._pool.release(conn)
         finally:
             self._conn = None
-            self._database._turns.release()
+            self._leave_turn()
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        broken = exc is not None and _breaks_connection(exc)
         try:
             try:
-                if self._transaction is not None:
+                if self._transaction is not None and not broken:
                     await (self._transaction.rollback() if exc is not None else self._transaction.commit())
+            except BaseException as failure:
+                broken = _breaks_connection(failure)
+                raise
             finally:
-                await self._release()
+                await self._release(broken)
         except Exception as failure:
             self._raise_mapped(failure)
             raise
@@ -169,6 +291,19 @@ class _Scope:
     def _raise_mapped(self, exc: BaseException) -> None:
         if self._translate:
             _raise_translated(exc)
+
+
+def _check_client() -> None:
+    """A request whose client has gone is not worth a connection: it ends here (logged as 499)."""
+    gone = client_gone.get()
+    if gone is not None and gone():
+        raise ClientDisconnect()
+
+
+def _breaks_connection(exc: BaseException) -> bool:
+    """Whether the connection is left mid-protocol (a statement given up on, the link cut, the task
+    cancelled), rather than merely having an error the server reported."""
+    return isinstance(exc, (*_CUT_OFF, asyncio.CancelledError))
 
 
 def _raise_translated(exc: BaseException) -> None:
@@ -196,22 +331,43 @@ def translated(exc: BaseException) -> BaseException:
             return problem.error()
     if isinstance(exc, asyncpg.NumericValueOutOfRangeError):  # a sum past the integer columns' range
         return errors.OUT_OF_RANGE.error()
-    if isinstance(
-        exc, (asyncpg.LockNotAvailableError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
-    ):
+    if isinstance(exc, asyncpg.LockNotAvailableError):
+        # A wait on a row or a key's index entry names its tuple in the error's context ("while updating
+        # tuple (0,1) in relation ..."): a concurrent request holds the same row or key. Anything else (a
+        # table locked by maintenance, on a read as on a write) is the service being unavailable for now.
+        if "tuple" in (getattr(exc, "context", None) or ""):
+            return errors.REQUEST_IN_PROGRESS.error()
+        log.warning("lock not available: %s", getattr(exc, "context", None) or exc)
+        return errors.LOCK_UNAVAILABLE.error()
+    if isinstance(exc, (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)):
         return errors.REQUEST_IN_PROGRESS.error()
+    if isinstance(exc, _NOT_MIGRATED):
+        log.warning("database schema not migrated: %s", exc)
+        return errors.SCHEMA_NOT_MIGRATED.error()
     if isinstance(exc, _UNAVAILABLE):
         log.warning("database unavailable: %s", type(exc).__name__)
         return errors.UNAVAILABLE.error()
     return exc
 
 
-_UNAVAILABLE = (
+# The connection is left mid-protocol: it is dropped, never reused.
+_CUT_OFF = (
     OSError,
     TimeoutError,
-    asyncpg.CannotConnectNowError,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+# What the service's statements meet on a database whose schema is older than the build (or absent).
+_NOT_MIGRATED = (
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedColumnError,
+    asyncpg.UndefinedFunctionError,
+    asyncpg.UndefinedObjectError,
+)
+_UNAVAILABLE = (
+    *_CUT_OFF,
+    asyncpg.CannotConnectNowError,
     asyncpg.QueryCanceledError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
@@ -219,6 +375,4 @@ _UNAVAILABLE = (
     # its subclass 55P03 lock_not_available is a 409 above).
     asyncpg.InvalidCatalogNameError,
     asyncpg.ObjectNotInPrerequisiteStateError,
-    # A pooled connection whose server went away while it sat idle is left mid-protocol.
-    asyncpg.exceptions.InternalClientError,
 )

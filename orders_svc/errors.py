@@ -26,11 +26,13 @@ CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
     428: "precondition_required",
+    431: "request_header_fields_too_large",
     500: "internal_error",
     503: "service_unavailable",
 }
@@ -167,14 +169,36 @@ IF_MATCH_REQUIRED = Problem(428, 'If-Match is required: send the ETag you last s
 # The HTTP layer's own refusals (orders_svc/serving.py), before any route runs.
 MALFORMED_HTTP = Problem(400, "malformed HTTP request")
 TOO_BUSY = Problem(503, "too many requests in progress; retry shortly", headers=RETRY_SOON)
+HEAD_TOO_LARGE = Problem(
+    431,
+    "request head exceeds {limit} bytes or {count} header lines",
+    summary="Request line and headers over the configured caps; the connection is closed",
+)
+REQUEST_TIMEOUT = Problem(
+    408,
+    "the request {part} did not arrive within {seconds} s",
+    summary="Request head or body not received in time; the connection is closed",
+)
 # 5xx
 INTERNAL = Problem(500, "internal error", summary="Unexpected failure, no internals")
 UNAVAILABLE = Problem(503, "the database is unavailable; retry shortly", headers=RETRY_SOON)
-NOT_MIGRATED = Problem(
+POOL_EXHAUSTED = Problem(
     503,
-    "the database schema lacks {count} migration(s) of this build: run `orders-svc migrate`",
+    "every database connection is busy; retry shortly",
+    "pool_exhausted",
+    headers=RETRY_SOON,
+)
+LOCK_UNAVAILABLE = Problem(
+    503,
+    "the data is locked by maintenance; retry shortly",
+    "lock_not_available",
+    headers=RETRY_SOON,
+)
+SCHEMA_NOT_MIGRATED = Problem(
+    503,
+    "the database schema lacks migrations of this build: run `orders-svc migrate`",
     "schema_not_migrated",
-    ("missingMigrations",),
+    ("missingMigrations",),  # named on /readyz
     RETRY_SOON,
 )
 
@@ -197,6 +221,12 @@ COMMON = (
     TENANT_MISMATCH,
     INTERNAL,
     UNAVAILABLE,
+    POOL_EXHAUSTED,
+    LOCK_UNAVAILABLE,
+    SCHEMA_NOT_MIGRATED,
+    TOO_BUSY,
+    REQUEST_TIMEOUT,
+    HEAD_TOO_LARGE,
 )
 
 

@@ -4,21 +4,32 @@ import logging
 import os
 import re
 import time
+from collections.abc import Hashable
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .db import contended
 from .errors import error_response
 from .logs import log_request, request_id
 
 log = logging.getLogger("orders_svc.request")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+# nginx's status for "the client closed the connection before the response": logged, never sent.
+CLIENT_CLOSED = 499
 # Every response is exactly the type it declares: no browser guesses a JSON error or a text file into HTML.
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 class RequestContext:
     """Accept or generate `X-Request-ID`, echo it (with `nosniff`), log one line per request, turn crashes
-    into clean 500s."""
+    into clean 500s.
+
+    A client that goes away before its answer is not an error of the service: its request ends quietly,
+    logged once, with status 499. A write names what it contends on (see `contention`) for the database
+    layer to queue it behind others on the same row or key.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -33,6 +44,7 @@ class RequestContext:
         status = 500
         responded = False
         added = [(b"x-request-id", rid.encode()), _NOSNIFF]
+        contending = contended.set(contention(scope)) if scope["method"] not in _READS else None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, responded
@@ -43,6 +55,8 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED
         except Exception as exc:
             log.error("unhandled error", exc_info=exc)
             status = 500
@@ -62,6 +76,8 @@ class RequestContext:
                 },
             )
             request_id.reset(token)
+            if contending is not None:
+                contended.reset(contending)
 
 
 def _incoming_id(scope: Scope) -> str | None:
@@ -70,3 +86,18 @@ def _incoming_id(scope: Scope) -> str | None:
             text = value.decode("latin-1")
             return text if _VALID_ID.match(text) else None
     return None
+
+
+def contention(scope: Scope) -> Hashable | None:
+    """What a write contends on: the resource its path names below a collection (`/orders/{id}/...`: that
+    order's row), else its Idempotency-Key for the caller's identity (a create), else nothing."""
+    parts = scope["path"].split("/", 3)
+    if len(parts) > 2 and parts[2]:
+        return ("resource", parts[1], parts[2])
+    key = identity = None
+    for name, value in scope["headers"]:
+        if name == b"idempotency-key":
+            key = value
+        elif name in (b"x-tenant-id", b"authorization"):
+            identity = (identity or b"") + b"\n" + value
+    return None if key is None else ("key", scope["path"], identity, key)

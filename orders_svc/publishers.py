@@ -3,18 +3,27 @@
 import asyncio
 import logging
 import re
+import ssl
 import sys
-from typing import Any, Protocol, TextIO
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, TextIO
+from urllib.parse import urlsplit
 
 import msgspec
 
 from .queries.outbox import OutboxEvent
-from .settings import Settings
+from .settings import Settings, SettingsError, masked_url
 
 log = logging.getLogger("orders_svc.relay")
 
 STREAM = "ORDERS"
 STREAM_SUBJECTS = ["orders.>"]
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+# JetStream's answer while an earlier publish of the same Nats-Msg-Id awaits its quorum (a stream that lost
+# its quorum keeps such proposals): that copy may yet be stored, so this is the broker being unavailable.
+MESSAGE_ID_IN_PROCESS = 10158
+DEFAULT_DUPLICATE_WINDOW = 120.0  # seconds: JetStream's own default when a stream does not set one
 ERROR_LIMIT = 500
 
 _encode = msgspec.json.Encoder().encode
@@ -50,6 +59,94 @@ class LogPublisher:
         return None
 
 
+class BrokerUnavailable(Exception):
+    """The broker could not take any event just now (no responders, no connection, no ack in time).
+
+    Not the event's fault: the relay pauses as a whole and probes rather than charge each event an attempt.
+    """
+
+
+def _unavailable_errors() -> tuple[type[BaseException], ...]:
+    import nats.errors
+    import nats.js.errors
+
+    return (
+        nats.errors.NoRespondersError,  # no stream leader (election, quorum lost) or no stream at all
+        nats.js.errors.NoStreamResponseError,
+        nats.js.errors.ServiceUnavailableError,  # JetStream answered 503
+        nats.errors.ConnectionClosedError,
+        nats.errors.ConnectionReconnectingError,
+        nats.errors.ConnectionDrainingError,
+        nats.errors.StaleConnectionError,
+        nats.errors.OutboundBufferLimitError,
+        nats.errors.NoServersError,
+        TimeoutError,  # no ack in time: the message may or may not be stored (the retry is deduplicated)
+        OSError,
+    )
+
+
+def nats_servers(urls: str) -> list[str]:
+    """ORDERS_NATS_URL as nats-py's server list: comma-separated URLs, each with a NATS scheme and a host."""
+    servers = [part.strip() for part in urls.split(",") if part.strip()]
+    if not servers:
+        raise SettingsError("ORDERS_NATS_URL is empty: give one or more comma-separated nats:// URLs")
+    for server in servers:
+        try:
+            parts = urlsplit(server)
+            _ = parts.port
+        except ValueError as exc:
+            raise SettingsError(
+                f"ORDERS_NATS_URL: {masked_url(server)!r} is not a usable URL: {exc}"
+            ) from None
+        if parts.scheme not in NATS_SCHEMES or not parts.hostname:
+            raise SettingsError(
+                f"ORDERS_NATS_URL: {masked_url(server)!r} must look like nats://host:4222 "
+                f"(schemes: {', '.join(NATS_SCHEMES)}; several servers separated by commas)"
+            )
+    return servers
+
+
+def _readable(variable: str, path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"{variable}={str(path)!r}: {exc.strerror}") from None
+    return str(path)
+
+
+class NatsOptions(NamedTuple):
+    """How to reach the broker and the stream the relay wants, checked before the first connection attempt."""
+
+    servers: list[str]
+    publish_timeout: float
+    replicas: int = 1
+    creds_file: str | None = None
+    ca_file: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "NatsOptions":
+        """Raises SettingsError (one line naming the variable) for a bad URL list or an unreadable file."""
+        return cls(
+            nats_servers(settings.nats_url),
+            settings.relay_publish_timeout.total_seconds(),
+            settings.nats_stream_replicas,
+            _readable("ORDERS_NATS_CREDS_FILE", settings.nats_creds_file),
+            _readable("ORDERS_NATS_CA_FILE", settings.nats_ca_file),
+        )
+
+
+def connect_options(options: NatsOptions) -> dict[str, Any]:
+    """nats-py connect arguments: the servers, the credentials and TLS (the watch script uses them too)."""
+    extra: dict[str, Any] = {"servers": options.servers}
+    if options.creds_file is not None:
+        extra["user_credentials"] = options.creds_file
+    if options.ca_file is not None:
+        extra["tls"] = ssl.create_default_context(cafile=options.ca_file)
+    return extra
+
+
 class NatsPublisher:
     """NATS JetStream: subject = event type, data = payload, Nats-Msg-Id = event id (the broker dedupes)."""
 
@@ -57,42 +154,58 @@ class NatsPublisher:
         self._client = client
         self._js = client.jetstream(timeout=timeout)
         self._timeout = timeout
+        self._unavailable = _unavailable_errors()
+        # Read from the stream in use at start-up: JetStream drops a repeated Nats-Msg-Id within this window.
+        self.duplicate_window: timedelta | None = None
+        self.replicas = 0
 
     @classmethod
-    async def connect(cls, url: str, publish_timeout: float) -> "NatsPublisher":
+    async def connect(cls, target: "str | NatsOptions", publish_timeout: float = 5.0) -> "NatsPublisher":
+        """Connect to any of the servers, then make sure the stream exists (created with `replicas`)."""
         from nats.aio.client import Client
 
+        options = NatsOptions(nats_servers(target), publish_timeout) if isinstance(target, str) else target
         client = Client()
         events = _ConnectionLog(client)
         connecting = client.connect(
-            url,
             name="orders-svc-relay",
-            connect_timeout=max(1, int(publish_timeout)),
+            connect_timeout=max(1, int(options.publish_timeout)),
             reconnect_time_wait=1,
             max_reconnect_attempts=-1,  # a broker restart must not end the relay; failed publishes back off
             error_cb=events.error,
             disconnected_cb=events.disconnected,
             reconnected_cb=events.reconnected,
+            **connect_options(options),
         )
         try:
             # Unlimited reconnects also make the first connect retry forever: bound it, the caller retries.
-            await asyncio.wait_for(connecting, max(2.0, 2 * publish_timeout))
+            await asyncio.wait_for(connecting, max(2.0, 2 * options.publish_timeout))
+            publisher = cls(client, options.publish_timeout)
+            await publisher.ensure_stream(options.replicas)
         except BaseException:
             await client.close()
             raise
-        publisher = cls(client, publish_timeout)
-        await publisher.ensure_stream()
         return publisher
 
-    async def ensure_stream(self) -> None:
+    async def ensure_stream(self, replicas: int = 1) -> None:
         from nats.js.errors import NotFoundError
 
         try:
-            await self._js.stream_info(STREAM)
+            info = await self._js.stream_info(STREAM)
         except NotFoundError:
             # Creating an identical stream is idempotent, so concurrent relays may race here harmlessly.
-            await self._js.add_stream(name=STREAM, subjects=STREAM_SUBJECTS)
-            log.info("stream created", extra={"stream": STREAM, "subjects": STREAM_SUBJECTS})
+            info = await self._js.add_stream(name=STREAM, subjects=STREAM_SUBJECTS, num_replicas=replicas)
+            log.info(
+                "stream created", extra={"stream": STREAM, "subjects": STREAM_SUBJECTS, "replicas": replicas}
+            )
+        self.replicas = info.config.num_replicas or 1
+        self.duplicate_window = timedelta(seconds=info.config.duplicate_window or DEFAULT_DUPLICATE_WINDOW)
+        if self.replicas < replicas:
+            log.warning(
+                "stream has fewer replicas than configured (ORDERS_NATS_STREAM_REPLICAS); "
+                "raise them with `nats stream edit`",
+                extra={"stream": STREAM, "replicas": self.replicas, "configured": replicas},
+            )
 
     async def publish(self, event: OutboxEvent) -> None:
         headers = {
@@ -100,18 +213,41 @@ class NatsPublisher:
             "Orders-Event-Type": event.event_type,
             "Orders-Tenant-Id": event.tenant_id,
         }
-        await self._js.publish(
-            event.event_type, _encode(event.payload), timeout=self._timeout, stream=STREAM, headers=headers
-        )
+        import nats.js.errors
+
+        try:
+            await self._js.publish(
+                event.event_type,
+                _encode(event.payload),
+                timeout=self._timeout,
+                stream=STREAM,
+                headers=headers,
+            )
+        except self._unavailable as exc:
+            raise BrokerUnavailable(describe(exc)) from exc
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == MESSAGE_ID_IN_PROCESS:
+                raise BrokerUnavailable(describe(exc)) from exc
+            raise  # refused: this message, not the broker (too large, …)
 
     async def close(self) -> None:
-        if not self._client.is_closed:
-            await self._client.drain()
+        """Flush and close; a client still reconnecting (the broker away) is closed without the flush."""
+        import nats.errors
+
+        if self._client.is_closed:
+            return
+        if self._client.is_connected:
+            try:
+                await self._client.drain()
+                return
+            except (nats.errors.Error, OSError) as exc:  # lost the connection while draining
+                log.info("broker connection closed without draining", extra={"error": describe(exc)})
+        await self._client.close()
 
 
 async def open_publisher(kind: str, settings: Settings) -> Publisher:
     if kind == "nats":
-        return await NatsPublisher.connect(settings.nats_url, settings.relay_publish_timeout.total_seconds())
+        return await NatsPublisher.connect(NatsOptions.from_settings(settings))
     if kind == "log":
         return LogPublisher()
     raise ValueError(f"unknown publisher {kind!r}")

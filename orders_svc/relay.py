@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import signal
+import sys
 import time
 import uuid
 from dataclasses import replace
@@ -21,16 +22,31 @@ import asyncpg
 
 from . import housekeeping
 from .db import Database, create_pool
-from .publishers import Publisher, describe
+from .publishers import BrokerUnavailable, Publisher, describe
 from .queries import outbox as queries
 from .queries.outbox import OutboxEvent
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 log = logging.getLogger("orders_svc.relay")
 
 CHANNEL = "orders_outbox"
 # What a relay survives by logging and retrying after a poll interval: the database or network going away.
 TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# A publish that failed because the broker could not take anything just now (TimeoutError: no ack in time).
+BROKER_UNAVAILABLE = (BrokerUnavailable, TimeoutError)
+
+
+class Outage:
+    """The broker is unavailable: no event is charged for it; the relay probes with one event at a time."""
+
+    def __init__(self, error: str) -> None:
+        self.since = time.monotonic()
+        self.error = error
+        self.probes = 0
+
+    def delay(self, settings: Settings) -> timedelta:
+        """The backoff base, doubling per failed probe, up to ORDERS_RELAY_PROBE_MAX_MS."""
+        return min(settings.relay_backoff_base * (1 << min(self.probes, 20)), settings.relay_probe_max)
 
 
 class Relay:
@@ -38,6 +54,7 @@ class Relay:
         self.settings = settings
         self.dsn = dsn
         self.publisher = publisher
+        self.outage: Outage | None = None
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._next_purge = 0.0
@@ -48,6 +65,7 @@ class Relay:
         self._next_purge = time.monotonic()
         log.info("relay started", extra={"batch_size": self.settings.relay_batch_size})
         failures = 0
+        draining = False
         try:
             while not stop.is_set():
                 await self._listen(quiet=failures > 0)
@@ -61,9 +79,18 @@ class Relay:
                         log.warning("relay cycle failed; retrying", extra={"error": describe(exc)})
                     failures += 1
                     claimed = 0
-                # Drain until a claim comes back empty, then sleep: the outbox only NOTIFYs when a commit
-                # finds it idle, so events committed while this relay was publishing come without one.
-                if claimed == 0:
+                if claimed and self.outage is not None:
+                    # The broker is away: pause as a whole (a NOTIFY does not cut it short), then probe.
+                    await _first_of(asyncio.Event(), stop, self.outage.delay(self.settings))
+                elif claimed:
+                    draining = True  # claim again at once, until a claim comes back empty
+                elif draining and failures == 0:
+                    # The outbox only NOTIFYs when a commit finds no older event pending, and that check runs
+                    # before its commit: wait until such commits are done, then claim once more before idling.
+                    draining = False
+                    await self._wait_for_writers(pool)
+                else:
+                    draining = False
                     await _first_of(
                         self._wake, stop, _retry_delay(self.settings.relay_poll_interval, failures)
                     )
@@ -73,34 +100,75 @@ class Relay:
             log.info("relay stopped")
 
     async def relay_batch(self, pool: Database) -> int:
-        """Claim, publish and settle one batch in one transaction; returns how many events were claimed."""
+        """Claim, publish and settle one batch in one transaction; returns how many events were claimed.
+
+        Only the events the broker refused are charged an attempt. When it is unavailable (no responders,
+        no connection, no ack in time) nothing is charged: the relay enters an outage and probes.
+        """
         settings = self.settings
+        limit = 1 if self.outage is not None else settings.relay_batch_size
+        unavailable: list[BaseException] = []
         async with pool.acquire() as conn, conn.transaction():
             await queries.bound_relay_transaction(
                 conn, settings.relay_publish_timeout * 2 + timedelta(seconds=1)
             )
-            events = await queries.claim_outbox_batch(conn, settings.relay_batch_size)
+            events = await queries.claim_outbox_batch(conn, limit)
             if not events:
                 return 0
             # A batch holds at most one event per order, so publishing it concurrently keeps per-order order.
             outcomes = await asyncio.gather(*(self._publish(e) for e in events), return_exceptions=True)
-            published = [e.id for e, outcome in zip(events, outcomes, strict=True) if outcome is None]
-            failed = [
-                (e.id, describe(outcome))
-                for e, outcome in zip(events, outcomes, strict=True)
-                if isinstance(outcome, BaseException)
-            ]
+            published: list[uuid.UUID] = []
+            refused: list[tuple[uuid.UUID, str]] = []
+            for event, outcome in zip(events, outcomes, strict=True):
+                if outcome is None:
+                    published.append(event.id)
+                elif isinstance(outcome, BROKER_UNAVAILABLE):
+                    unavailable.append(outcome)
+                elif isinstance(outcome, Exception):
+                    refused.append((event.id, describe(outcome)))
+                else:
+                    raise outcome  # cancelled: the transaction rolls back, the events stay due
             if published:
                 await queries.mark_outbox_published(conn, published)
-            if failed:
-                await self._record_failures(conn, failed)
-        log.debug("batch relayed", extra={"published": len(published), "failed": len(failed)})
+            if refused:
+                await self._record_failures(conn, refused)
+        self._track_broker(published, unavailable)
+        log.debug(
+            "batch relayed",
+            extra={"published": len(published), "refused": len(refused), "unavailable": len(unavailable)},
+        )
         return len(events)
+
+    def _track_broker(self, published: list[uuid.UUID], unavailable: list[BaseException]) -> None:
+        """One line when the broker goes away, one when a publish succeeds again; nothing per event."""
+        if unavailable and self.outage is None:
+            self.outage = Outage(describe(unavailable[0]))
+            log.warning(
+                "broker unavailable; publishing paused, probing with one event",
+                extra={"error": self.outage.error, "waiting_events": len(unavailable)},
+            )
+        elif unavailable and self.outage is not None:
+            self.outage.probes += 1
+        elif published and self.outage is not None:
+            outage, self.outage = self.outage, None
+            log.info(
+                "broker available again; publishing resumed",
+                extra={"outage_seconds": round(time.monotonic() - outage.since, 1), "probes": outage.probes},
+            )
 
     async def _publish(self, event: OutboxEvent) -> None:
         await asyncio.wait_for(
             self.publisher.publish(event), self.settings.relay_publish_timeout.total_seconds()
         )
+
+    async def _wait_for_writers(self, pool: Database) -> None:
+        """Wait (at most a poll interval) for the transactions inserting events right now to commit."""
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await queries.bound_lock_wait(conn, self.settings.relay_poll_interval)
+                await queries.wait_for_outbox_writers(conn)
+        except asyncpg.LockNotAvailableError:
+            log.debug("an outbox writer is still running; the poll picks its event up")
 
     async def _record_failures(self, conn: asyncpg.Connection, failed: list[tuple[uuid.UUID, str]]) -> None:
         settings = self.settings
@@ -148,6 +216,44 @@ class Relay:
             self._listener = None
 
 
+def longest_retry(settings: Settings) -> timedelta:
+    """From a publish that may have been stored (its ack lost) to its retry, at most: the ack timeout, the
+    longest backoff or probe delay, then up to a poll interval before a relay claims the event again."""
+    pause = max(settings.relay_backoff_cap, settings.relay_probe_max)
+    return settings.relay_publish_timeout + pause + settings.relay_poll_interval
+
+
+def within_duplicate_window(settings: Settings, window: timedelta | None) -> Settings:
+    """Retry delays capped so that a retry reaches JetStream while it still drops the repeat by Nats-Msg-Id.
+
+    `window` is the duplicate window of the stream in use (None: the publisher does not deduplicate).
+    """
+    if window is None or longest_retry(settings) <= window:
+        return settings
+    room = window - settings.relay_publish_timeout - settings.relay_poll_interval
+    cap = max(room, timedelta(milliseconds=10))
+    bounded = replace(
+        settings,
+        relay_backoff_cap=min(settings.relay_backoff_cap, cap),
+        relay_backoff_base=min(settings.relay_backoff_base, cap),
+        relay_probe_max=min(settings.relay_probe_max, cap),
+    )
+    extra = {
+        "duplicate_window_s": window.total_seconds(),
+        "longest_retry_s": longest_retry(settings).total_seconds(),
+        "retry_cap_s": cap.total_seconds(),
+    }
+    if longest_retry(bounded) > window:
+        log.warning(
+            "the stream's duplicate window is shorter than the publish timeout and poll interval: "
+            "a retried event may be stored twice; raise the window",
+            extra=extra,
+        )
+    else:
+        log.info("retry delays capped to stay inside the stream's duplicate window", extra=extra)
+    return bounded
+
+
 def _retry_delay(poll_interval: timedelta, failures: int) -> timedelta:
     """The poll interval, doubling per consecutive failure up to 30 s while the database is away."""
     return min(poll_interval * (1 << min(failures, 20)), max(poll_interval, timedelta(seconds=30)))
@@ -172,8 +278,14 @@ async def retry_dead(pool: Database) -> int:
 
 async def run(settings: Settings, dsn: str, kind: str) -> None:
     """The `orders-svc relay` process: relay until SIGTERM or SIGINT, then finish the batch and return."""
-    from .publishers import open_publisher
+    from .publishers import NatsOptions, open_publisher
 
+    if kind == "nats":
+        try:
+            NatsOptions.from_settings(settings)  # a bad server list or file is not retried: it stays bad
+        except SettingsError as exc:
+            print(f"orders-svc: configuration error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -196,11 +308,16 @@ async def run(settings: Settings, dsn: str, kind: str) -> None:
             break
         except Exception as exc:  # the broker may not be up yet: keep trying, the outbox keeps the events
             delay = _retry_delay(settings.relay_poll_interval, attempt)
-            log.warning("publisher unavailable; retrying", extra={"publisher": kind, "error": describe(exc)})
+            log.log(
+                logging.WARNING if attempt == 0 else logging.DEBUG,
+                "publisher unavailable; retrying",
+                extra={"publisher": kind, "error": describe(exc)},
+            )
             await _first_of(asyncio.Event(), stop, delay)
     if publisher is None:
         return
     try:
+        settings = within_duplicate_window(settings, getattr(publisher, "duplicate_window", None))
         await Relay(settings, dsn, publisher).run(stop)
     finally:
         await publisher.close()

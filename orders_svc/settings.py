@@ -164,6 +164,60 @@ class Settings:
         5000,
         "PostgreSQL statement_timeout for the service's sessions (0: none)",
     )
+    pool_timeout_ms: int = env(
+        "ORDERS_POOL_TIMEOUT_MS",
+        between(1, 600_000),
+        2000,
+        "How long a request waits for a pool connection before 503 service_unavailable (Retry-After)",
+    )
+    connect_timeout_ms: int = env(
+        "ORDERS_DB_CONNECT_TIMEOUT_MS",
+        between(100, 600_000),
+        5000,
+        "How long opening a database connection may take before 503 service_unavailable",
+    )
+    pool_close_timeout_ms: int = env(
+        "ORDERS_POOL_CLOSE_TIMEOUT_MS",
+        between(0, 600_000),
+        5000,
+        "At shutdown, how long the pool's connections get to close cleanly before they are dropped",
+    )
+    max_head_bytes: int = env(
+        "ORDERS_MAX_HEAD_BYTES",
+        between(1024, 1_048_576),
+        16384,
+        "Largest request head (request line and headers); past it 431 and the connection closes",
+    )
+    max_headers: int = env(
+        "ORDERS_MAX_HEADERS",
+        between(8, 10_000),
+        100,
+        "Most header lines in a request; past it 431 and the connection closes",
+    )
+    head_timeout_ms: int = env(
+        "ORDERS_HEAD_TIMEOUT_MS",
+        between(100, 600_000),
+        10_000,
+        "Deadline for a request head from its first byte (or from connect); past it 408 and close",
+    )
+    body_timeout_ms: int = env(
+        "ORDERS_BODY_TIMEOUT_MS",
+        between(100, 600_000),
+        10_000,
+        "Deadline for a request body from the end of its head; past it 408 and close",
+    )
+    keepalive_timeout_seconds: int = env(
+        "ORDERS_KEEPALIVE_TIMEOUT_SECONDS",
+        between(1, 3600),
+        5,
+        "An idle keep-alive connection is closed after this long",
+    )
+    max_concurrency: int = env(
+        "ORDERS_MAX_CONCURRENCY",
+        between(1, 1_000_000),
+        1000,
+        "Open connections or requests in progress per worker; past it 503 service_unavailable (Retry-After)",
+    )
     idempotency_ttl: timedelta = env(
         "ORDERS_IDEMPOTENCY_TTL_SECONDS",
         between(1, 30 * 86400),
@@ -257,6 +311,29 @@ class Settings:
         300_000,
         "Largest retry delay bound (≥ the base)",
         to=_ms,
+    )
+    relay_probe_max: timedelta = env(
+        "ORDERS_RELAY_PROBE_MAX_MS",
+        between(10, 600_000),
+        2000,
+        "While the broker is unavailable, the longest wait between two probes (one publish each)",
+        to=_ms,
+    )
+    nats_stream_replicas: int = env(
+        "ORDERS_NATS_STREAM_REPLICAS",
+        between(1, 5),
+        1,
+        "Replicas of the stream the relay creates (3 on a cluster); a warning if the stream has fewer",
+    )
+    nats_creds_file: Path | None = env(
+        "ORDERS_NATS_CREDS_FILE", str | None, None, "NATS credentials file (user JWT and seed)", to=Path
+    )
+    nats_ca_file: Path | None = env(
+        "ORDERS_NATS_CA_FILE",
+        str | None,
+        None,
+        "CA bundle that verifies the NATS servers' TLS certificates",
+        to=Path,
     )
     outbox_retention: timedelta = env(
         "ORDERS_OUTBOX_RETENTION_HOURS",

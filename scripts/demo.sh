@@ -76,3 +76,15 @@ echo; echo "## 11. Change the price with If-Match \"1\" (version 2); restock 5 (
 call PATCH "/products/$PRODUCT" -H 'X-Roles: admin' -H 'If-Match: "1"' -d '{"priceCents": 1400}'
 call POST "/products/$PRODUCT/stock" -H 'X-Roles: admin' -H "Idempotency-Key: $KEY-s" -d '{"delta": 5}'
 call POST "/products/$PRODUCT/stock" -H 'X-Roles: admin' -H "Idempotency-Key: $KEY-s2" -d '{"delta": -100}'
+
+echo; echo "## 12. An order with items: prices copied, stock reserved until reservedUntil (201, totalCents 2800)"
+call POST /orders -H "Idempotency-Key: $KEY-i" -d "{\"items\": [{\"productId\": \"$PRODUCT\", \"quantity\": 2}]}"
+ITEMS=$(field id)
+
+echo; echo "## 13. More than the stock left: 409 insufficient_stock naming the line and what is available"
+call POST /orders -H "Idempotency-Key: $KEY-i2" -d "{\"items\": [{\"productId\": \"$PRODUCT\", \"quantity\": 50}]}"
+
+echo; echo "## 14. Confirm with {} (the total is the items'), then cancel: the 2 units go back to the stock"
+call PATCH "/orders/$ITEMS/confirm" -H 'If-Match: "1"' -d '{}'
+call POST "/orders/$ITEMS/cancel" -d '{"reason": "out of budget"}'
+call GET "/products/$PRODUCT"

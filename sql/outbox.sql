@@ -67,6 +67,23 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 );
 
+-- name: wait_for_outbox_writers
+-- Waits until every transaction that holds its outbox-insert lock (taken by the outbox_notify trigger before it
+-- decides whether to NOTIFY, held until its commit) has ended, then lets go at once; no $n. A relay runs it
+-- before going idle, so that an insert which skipped the NOTIFY is committed by the relay's last claim (see
+-- migration 0008). Only those transactions are waited for; nobody ever waits for the relay here.
+SELECT count(pg_advisory_xact_lock_shared(l.classid::int4, l.objid::int4))
+FROM pg_locks AS l
+WHERE l.locktype = 'advisory'
+  AND l.objsubid = 2
+  AND l.granted
+  AND l.classid = hashtext('orders_outbox')::oid
+  AND l.pid <> pg_backend_pid();
+
+-- name: bound_lock_wait
+-- Gives up a lock wait in this transaction after $1 ms (lock_timeout); transaction-scoped.
+SELECT set_config('lock_timeout', $1::text, true);
+
 -- name: outbox_status
 -- Per event type, the undelivered events: pending (due now or backing off after a failure), dead-lettered, and
 -- how long the oldest pending one has waited. Reads only the unpublished rows (a partial index); no $n.

@@ -8,8 +8,6 @@ import functools
 import gc
 import importlib.metadata
 import os
-import subprocess
-import sys
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +22,13 @@ from orders_svc import migrate
 from orders_svc.app import create_app
 from orders_svc.settings import Settings
 
-from servers import create_database, drop_database, free_port, wait_until_ready
+from servers import (  # free_port and wait_until_ready: imported from here by test modules
+    create_database,
+    drop_database,
+    free_port,  # noqa: F401
+    serving,
+    wait_until_ready,  # noqa: F401
+)
 from support import app_client
 
 
@@ -202,20 +206,5 @@ def headers(tenant: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real `orders-svc serve` (uvicorn, uvloop, httptools) in a subprocess; yields its base URL."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("live") / "server.log"
-    env = {**os.environ, "DATABASE_URL": database_url, "ORDERS_LOG_LEVEL": "WARNING"}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orders_svc.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, proc, log_path)
+    with serving(database_url, tmp_path_factory.mktemp("live") / "server.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)

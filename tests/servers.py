@@ -1,9 +1,13 @@
 """The real servers the tests and the benchmark (bench/service.py) start: a free local port, a database of
 their own on a PostgreSQL server, and waiting for a started service to answer /readyz."""
 
+import os
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,3 +55,25 @@ def wait_until_ready(base: str, proc: subprocess.Popen[bytes], log_path: Path, t
             pass
         time.sleep(0.1)
     raise RuntimeError(f"server not ready in {timeout}s: {log_path.read_text()}")
+
+
+@contextmanager
+def serving(database_url: str, log_path: Path, **env: str) -> Iterator[str]:
+    """The real `orders-svc serve` (uvicorn, uvloop, httptools) in a subprocess, its output in `log_path`,
+    with these environment variables on top; yields its base URL once it is ready."""
+    port = free_port()
+    environment = {**os.environ, "DATABASE_URL": database_url, "ORDERS_LOG_LEVEL": "WARNING", **env}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orders_svc.cli", "serve", "--port", str(port)],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, proc, log_path)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -249,3 +249,12 @@ def test_serve_listens_where_the_environment_says_unless_an_option_says_otherwis
             wait_until_ready(f"http://127.0.0.1:{port}", proc, log_path)
         finally:
             assert _stop(proc) == 0, log_path.read_text()
+
+
+def test_the_readme_lists_every_setting_as_orders_svc_config_prints_it():
+    printed = subprocess.run(
+        [sys.executable, "-m", "orders_svc.cli", "config"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    listed = readme.split("<!-- orders-svc config -->\n", 1)[1].split("\n<!-- /orders-svc config -->", 1)[0]
+    assert listed == printed

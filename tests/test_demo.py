@@ -22,7 +22,9 @@ def test_demo_script_walks_the_lifecycle_with_the_contract_statuses(live_server)
     orders = [201, 200, 409, 200, 409, 200, 200, 200, 200, 409, 428, 400]
     # product create, create without the admin role, product list, price change, restock, take too many
     catalogue = [201, 403, 200, 200, 200, 409]
-    assert statuses == orders + catalogue
+    # order with items, one past the stock, confirm with {}, cancel, the product with its stock back
+    items = [201, 409, 200, 200, 200]
+    assert statuses == orders + catalogue + items
     assert "idempotent-replayed: true" in result.stdout
     assert '"reason":"idempotency_key_reused"' in result.stdout
     assert '"reason":"stale_version","currentVersion":2' in result.stdout
@@ -34,3 +36,9 @@ def test_demo_script_walks_the_lifecycle_with_the_contract_statuses(live_server)
     assert '"priceCents":1400,"stock":10,"active":true,"version":2' in result.stdout
     assert '"stock":15,"active":true,"version":3' in result.stdout
     assert '"reason":"insufficient_stock","available":15' in result.stdout
+    assert '"totalCents":2800,' in result.stdout and '"reservedUntil":' in result.stdout
+    assert '"details":{"reason":"insufficient_stock","items":[{"productId":' in result.stdout
+    assert '"requested":50,"available":13}]' in result.stdout
+    assert '"status":"cancelled","version":3' in result.stdout
+    # taken by the order (version 4), given back by its cancel (version 5)
+    assert '"stock":15,"active":true,"version":5' in result.stdout

@@ -213,7 +213,8 @@ async def test_an_unexpected_failure_returns_a_500_envelope_without_internals(fr
     async with app_client(settings_for(fresh_database_url)) as http:
         order_id = await confirmed_id(http, tenant)
         with psycopg.connect(fresh_database_url, autocommit=True) as conn:
-            conn.execute("ALTER TABLE outbox RENAME TO outbox_gone")
+            # A failure no client can cause (a missing table is a 503 schema_not_migrated instead).
+            conn.execute("ALTER TABLE outbox ADD CONSTRAINT outbox_broken CHECK (false) NOT VALID")
         response = await http.post(
             f"/orders/{order_id}/close", headers={**tenant_headers(tenant), "X-Request-ID": "r-500"}
         )

@@ -64,7 +64,8 @@ async def test_every_line_of_a_failing_request_carries_its_request_id(fresh_data
     async with app_client(settings_for(fresh_database_url)) as http:
         order_id = await confirmed_id(http, tenant)
         async with asyncpg.create_pool(fresh_database_url, min_size=1, max_size=1) as db:
-            await db.execute("ALTER TABLE outbox RENAME TO outbox_gone")
+            # A failure no client can cause (a missing table is a 503 schema_not_migrated instead).
+            await db.execute("ALTER TABLE outbox ADD CONSTRAINT outbox_broken CHECK (false) NOT VALID")
         caplog.clear()
         caplog.set_level(logging.INFO)
         response = await http.post(

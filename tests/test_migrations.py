@@ -202,7 +202,7 @@ async def test_the_service_creates_no_tables_on_an_unmigrated_database(empty_dat
     """Schema changes are the migrations' job: start-up and every endpoint leave an empty database empty.
 
     The process is alive but not ready (503 naming the missing migrations, see test_operations); order
-    endpoints, should traffic reach it anyway, answer a bare 500 envelope.
+    endpoints, should traffic reach it anyway, answer 503 schema_not_migrated too.
     """
     order_id = uuid.uuid4()
     writes = {"Idempotency-Key": "k", "If-Match": '"1"'}
@@ -220,6 +220,6 @@ async def test_the_service_creates_no_tables_on_an_unmigrated_database(empty_dat
         ]:
             body = {"totalCents": 1} if method == "PATCH" else None
             response = await http.request(method, path, headers={"X-Tenant-Id": "t", **writes}, json=body)
-            assert response.status_code == 500, (method, path, response.text)
-            assert response.json() == {"code": "internal_error", "message": "internal error"}
+            assert response.status_code == 503, (method, path, response.text)
+            assert response.json()["details"] == {"reason": "schema_not_migrated"}
     assert await schema_objects(empty_database_url) == []

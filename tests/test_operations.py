@@ -155,6 +155,7 @@ MIGRATIONS = [
     "0005_outbox_notify_on_idle",
     "0006_order_cancel",
     "0007_products",
+    "0008_outbox_wakeup",
 ]
 
 

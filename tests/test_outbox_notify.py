@@ -6,9 +6,11 @@ under load. While events are pending a relay is draining them (or polling), so t
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+
+from orders_svc.queries import statement
 
 
 async def _insert_event(conn: asyncpg.Connection, **columns: object) -> uuid.UUID:
@@ -57,6 +59,35 @@ async def test_published_and_dead_events_do_not_count_as_pending(fresh_database_
     assert await _notifications_after(fresh_database_url, after_settled) == 3
 
 
+async def test_an_event_behind_one_that_waits_out_a_backoff_notifies(fresh_database_url):
+    # Nobody drains an event that is backing off: relays sleep until their poll, so the new one wakes them.
+    async def behind_backoff(conn):
+        await _insert_event(conn, next_attempt_at=datetime.now(UTC) + timedelta(minutes=5))  # idle: notifies
+        await _insert_event(conn)  # the only older pending event is not due: notifies
+
+    assert await _notifications_after(fresh_database_url, behind_backoff) == 2
+
+
+async def test_an_inserting_transaction_holds_its_writer_lock_until_it_commits(fresh_database_url):
+    # What a relay about to go idle waits for (sql/outbox.sql, wait_for_outbox_writers).
+    writer = await asyncpg.connect(fresh_database_url)
+    relay = await asyncpg.connect(fresh_database_url)
+    try:
+        transaction = writer.transaction()
+        await transaction.start()
+        await _insert_event(writer)
+        await _insert_event(writer)  # behind a pending event: no NOTIFY, the lock is held all the same
+        waiting = asyncio.ensure_future(relay.fetchval(statement("wait_for_outbox_writers")))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await transaction.commit()
+        assert await asyncio.wait_for(waiting, 10) == 1
+        assert await relay.fetchval(statement("wait_for_outbox_writers")) == 0  # nobody inserting now
+    finally:
+        await writer.close()
+        await relay.close()
+
+
 async def test_the_pending_check_reads_the_front_of_an_index_however_long_the_backlog(fresh_database_url):
     # The same SELECT as the trigger's, over a backlog the statistics have not seen yet (no ANALYZE):
     # an ordered index scan that stops at the first entry, never a scan and sort of the whole backlog.
@@ -68,7 +99,7 @@ async def test_the_pending_check_reads_the_front_of_an_index_however_long_the_ba
             "FROM generate_series(1, 20000)"
         )
         rows = await conn.fetch(
-            "EXPLAIN (ANALYZE, BUFFERS) SELECT created_at FROM outbox "
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT created_at, next_attempt_at FROM outbox "
             "WHERE published_at IS NULL AND dead_at IS NULL ORDER BY created_at, id LIMIT 1"
         )
     finally:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -16,12 +17,20 @@ from typing import Any
 
 import asyncpg
 import httpx
+import nats
 import pytest
 from nats_support import NatsServer, read_stream
 
-from orders_svc.publishers import LogPublisher, NatsPublisher, Publisher
+from orders_svc.publishers import (
+    STREAM,
+    STREAM_SUBJECTS,
+    LogPublisher,
+    NatsPublisher,
+    Publisher,
+    nats_servers,
+)
 from orders_svc.queries.outbox import OutboxEvent
-from orders_svc.relay import Relay
+from orders_svc.relay import Relay, longest_retry, within_duplicate_window
 from orders_svc.settings import Settings, SettingsError
 
 from conftest import free_port
@@ -315,6 +324,74 @@ async def test_relay_waiting_for_an_unreachable_broker_exits_0_on_sigterm(fresh_
         proc.kill()
 
 
+async def test_relay_exits_0_on_sigterm_while_reconnecting_to_the_broker(
+    fresh_database_url, nats_server, tmp_path
+):
+    log_path = tmp_path / "relay.log"
+    proc = relay_process(fresh_database_url, nats_server.url, log_path, "--publisher", "nats")
+    try:
+        await wait_for(lambda: _logged(log_path, "relay started"), timeout=30)
+        nats_server.stop()
+        await wait_for(lambda: _logged(log_path, "broker disconnected"), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log_path.read_text()
+    finally:
+        proc.kill()
+    assert "Traceback" not in log_path.read_text()
+
+
+def test_a_bad_nats_server_list_stops_the_relay_at_start_up_with_one_line(fresh_database_url, tmp_path):
+    env = {**os.environ, "DATABASE_URL": fresh_database_url, "ORDERS_PUBLISHER": "nats"}
+    for bad, named in (
+        ("nats://127.0.0.1:4222,http://127.0.0.1:4223", "'http://127.0.0.1:4223'"),
+        ("nats://127.0.0.1:99999", "'nats://127.0.0.1:99999'"),
+        (" , ", "ORDERS_NATS_URL is empty"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "orders_svc.cli", "relay"],
+            env={**env, "ORDERS_NATS_URL": bad},
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        [line] = done.stderr.decode().splitlines()
+        assert line.startswith("orders-svc: configuration error: ORDERS_NATS_URL") and named in line, line
+    missing = tmp_path / "missing.creds"
+    done = subprocess.run(
+        [sys.executable, "-m", "orders_svc.cli", "relay"],
+        env={**env, "ORDERS_NATS_CREDS_FILE": str(missing)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.decode().splitlines() == [
+        f"orders-svc: configuration error: ORDERS_NATS_CREDS_FILE={str(missing)!r}: No such file or directory"
+    ]
+
+
+def test_nats_server_lists_are_split_on_commas():
+    assert nats_servers(" nats://a:4222, tls://b:4223 ,wss://c") == [
+        "nats://a:4222",
+        "tls://b:4223",
+        "wss://c",
+    ]
+    with pytest.raises(SettingsError):
+        nats_servers("a:4222")  # no scheme
+
+
+async def test_relay_settings_are_capped_to_the_streams_duplicate_window(caplog):
+    settings = relay_settings("postgresql://unused/db", relay_backoff_cap=timedelta(minutes=5))
+    assert within_duplicate_window(settings, None) == settings
+    caplog.set_level(logging.INFO, logger="orders_svc.relay")
+    bounded = within_duplicate_window(settings, timedelta(minutes=2))
+    assert longest_retry(bounded) <= timedelta(minutes=2) < longest_retry(settings)
+    assert bounded.relay_backoff_cap == timedelta(minutes=2) - 50 * ms - 500 * ms
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    caplog.clear()
+    within_duplicate_window(settings, 100 * ms)  # shorter than the ack timeout: cannot be met
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+
+
 async def _logged(path: Path, text: str) -> bool:
     return text in path.read_text()
 
@@ -342,46 +419,87 @@ async def test_relay_process_with_log_publisher_prints_events_and_exits_0_on_sig
     assert event["payload"]["orderId"] == order["id"] and event["payload"]["closedAt"] == order["updatedAt"]
 
 
-async def test_broker_outage_backs_rows_off_and_delivers_them_after_the_broker_returns(
-    fresh_client, fresh_db, fresh_database_url, nats_server, tenant
+async def test_broker_outage_charges_no_event_logs_once_and_delivers_everything_when_it_returns(
+    fresh_client, fresh_db, fresh_database_url, nats_server, tenant, caplog
 ):
+    # Two attempts would dead-letter a charged event: an outage of many probes must not come near that.
     settings = relay_settings(
         fresh_database_url,
         nats_server.url,
-        relay_backoff_base=200 * ms,
-        relay_backoff_cap=timedelta(seconds=1),
+        relay_max_attempts=2,
+        relay_backoff_base=20 * ms,
+        relay_probe_max=100 * ms,
     )
     publisher = await NatsPublisher.connect(nats_server.url, 0.5)
-    async with running(Relay(settings, fresh_database_url, publisher)):
+    relay = Relay(settings, fresh_database_url, publisher)
+    caplog.set_level(logging.INFO, logger="orders_svc.relay")
+    async with running(relay):
         await close_orders(fresh_client, tenant, 1)
         await wait_for(lambda: all_published(fresh_db))
         nats_server.stop()
-        await close_orders(fresh_client, tenant, 3)
-        await wait_for(lambda: _all_backing_off(fresh_db))
+        await close_orders(fresh_client, tenant, 5)
+        await wait_for(lambda: _probed(relay, 5))
         rows = await fresh_db.fetch("SELECT * FROM outbox WHERE published_at IS NULL")
-        assert len(rows) == 3
-        for row in rows:
-            assert row["dead_at"] is None and row["last_error"]
-            assert (
-                row["last_attempt_at"]
-                <= row["next_attempt_at"]
-                <= row["last_attempt_at"] + timedelta(seconds=1)
+        assert len(rows) == 5
+        for row in rows:  # not charged: no attempt, no error, no backoff, never dead
+            assert (row["attempts"], row["last_error"], row["next_attempt_at"], row["dead_at"]) == (
+                0,
+                None,
+                None,
+                None,
             )
         nats_server.start()
         await wait_for(lambda: all_published(fresh_db), timeout=30)
+        assert relay.outage is None
     await publisher.close()
     event_ids = sorted(r["id"] for r in await fresh_db.fetch("SELECT id FROM outbox"))
     messages = await read_stream(nats_server.url)
     assert sorted(uuid.UUID(m.headers["Nats-Msg-Id"]) for m in messages) == event_ids
+    said = Counter(r.getMessage() for r in caplog.records if r.name == "orders_svc.relay")
+    assert said["broker unavailable; publishing paused, probing with one event"] == 1, said
+    assert said["broker available again; publishing resumed"] == 1, said
+    assert not [m for m in said if m.startswith("publish failed")], said
 
 
-async def _all_backing_off(db: asyncpg.Pool) -> bool:
-    return bool(
-        await db.fetchval(
-            "SELECT count(*) = 3 FROM outbox "
-            "WHERE published_at IS NULL AND attempts > 0 AND next_attempt_at IS NOT NULL"
-        )
+async def _probed(relay: Relay, probes: int) -> bool:
+    return relay.outage is not None and relay.outage.probes >= probes
+
+
+async def test_an_event_the_stream_refuses_is_charged_and_dead_lettered_while_the_others_flow(
+    fresh_db, fresh_database_url, nats_server, tenant
+):
+    # A stream that takes no message over 1,000 bytes: JetStream refuses that one message, not the broker.
+    client = await nats.connect(nats_server.url)
+    await client.jetstream().add_stream(name=STREAM, subjects=STREAM_SUBJECTS, max_msg_size=1000)
+    await client.close()
+    big, small = uuid.uuid4(), uuid.uuid4()
+    await fresh_db.execute(INSERT_EVENTS, tenant, [small], 1)
+    await fresh_db.execute(
+        "INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, payload) "
+        "VALUES (gen_random_uuid(), 'orders.test.big', $1, 1, $2, "
+        "jsonb_build_object('pad', repeat('x', 2000)))",
+        big,
+        tenant,
     )
+    settings = relay_settings(
+        fresh_database_url,
+        nats_server.url,
+        relay_max_attempts=3,
+        relay_backoff_base=ms,
+        relay_backoff_cap=5 * ms,
+    )
+    publisher = await NatsPublisher.connect(nats_server.url, 1.0)
+    relay = Relay(settings, fresh_database_url, publisher)
+    async with running(relay):
+        dead = await wait_for(
+            lambda: fresh_db.fetchrow("SELECT * FROM outbox WHERE order_id = $1 AND dead_at IS NOT NULL", big)
+        )
+        await wait_for(lambda: _published_count(fresh_db, 1))
+        assert relay.outage is None
+    await publisher.close()
+    assert dead["attempts"] == 3 and "maximum" in dead["last_error"].lower(), dead["last_error"]
+    [message] = await read_stream(nats_server.url)
+    assert message.data["orderId"] == str(small)
 
 
 async def test_failing_event_is_dead_lettered_holds_back_its_order_and_retry_dead_delivers_it(
@@ -511,19 +629,70 @@ async def test_an_event_committed_while_the_relay_publishes_goes_out_without_a_n
     assert len(publisher.accepted) == 2
 
 
+class ObservedRelay(Relay):
+    """A relay whose claims the test can follow: how many events each claim returned, in order."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.claims: list[int] = []
+
+    async def relay_batch(self, pool: Any) -> int:
+        claimed = await super().relay_batch(pool)
+        self.claims.append(claimed)
+        return claimed
+
+
+async def test_an_event_committed_just_after_the_relay_drained_is_not_left_for_the_poll(
+    fresh_db, fresh_database_url, tenant
+):
+    # The lost wake-up, step by step: X is inserted while event E is being published, so X's trigger finds an
+    # older event pending and sends no NOTIFY; the relay then settles E and claims again before X commits (an
+    # empty claim), and only then does X commit. Nothing but the relay itself can pick X up now (the poll is
+    # ten minutes away).
+    publisher = GatedPublisher()
+    relay = ObservedRelay(
+        relay_settings(fresh_database_url, relay_poll_interval=timedelta(minutes=10)),
+        fresh_database_url,
+        publisher,
+    )
+    notified: list[str] = []
+    listener = await asyncpg.connect(fresh_database_url)
+    writer = await asyncpg.connect(fresh_database_url)
+    try:
+        async with running(relay):
+            await wait_for(lambda: _listening(fresh_db))
+            await fresh_db.execute(INSERT_EVENTS, tenant, [uuid.uuid4()], 1)  # E: the outbox was idle
+            await asyncio.wait_for(publisher.publishing.wait(), 10)
+            await listener.add_listener("orders_outbox", lambda *args: notified.append(args[2]))
+            transaction = writer.transaction()
+            await transaction.start()
+            await writer.execute(  # X, created after E (INSERT_EVENTS backdates), not committed yet
+                "INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, payload) "
+                "VALUES (gen_random_uuid(), 'orders.test.x', gen_random_uuid(), 1, $1, '{}')",
+                tenant,
+            )
+            publisher.gate.set()
+            await wait_for(lambda: _claimed_nothing_after_a_batch(relay))
+            await transaction.commit()
+            await listener.execute("SELECT 1")  # a round trip delivers any pending notification
+            assert notified == []  # X's commit woke nobody
+            await wait_for(lambda: _published_count(fresh_db, 2), timeout=10)
+    finally:
+        await listener.close()
+        await writer.close()
+    assert len(publisher.accepted) == 2
+
+
+async def _claimed_nothing_after_a_batch(relay: ObservedRelay) -> bool:
+    return 1 in relay.claims and relay.claims[-1] == 0
+
+
 async def test_watch_script_waits_for_the_stream_then_prints_each_new_event(
     fresh_client, fresh_db, fresh_database_url, nats_server, tenant
 ):
     """scripts/watch_events.py (`make watch`), started before any relay created the stream."""
     script = Path(__file__).resolve().parent.parent / "scripts" / "watch_events.py"
-    watcher = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(script),
-        "--url",
-        nats_server.url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    watcher = await _watcher(script, nats_server.url)
     assert watcher.stdout is not None
 
     async def next_line() -> str:
@@ -547,3 +716,40 @@ async def test_watch_script_waits_for_the_stream_then_prints_each_new_event(
     assert f" orders.closed  Nats-Msg-Id={event_id} " in event_line
     assert f"Orders-Tenant-Id={tenant}" in event_line and "ms after the close)" in event_line
     assert json.loads(payload_line)["orderId"] == order["id"]
+
+
+async def test_watch_script_says_one_line_per_broker_error_and_carries_on(nats_server):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "watch_events.py"
+    publisher = await NatsPublisher.connect(nats_server.url, 1.0)  # creates the stream
+    await publisher.close()
+    watcher = await _watcher(script, nats_server.url)
+    assert watcher.stdout is not None and watcher.stderr is not None
+    said: list[str] = []
+
+    async def until_said(text: str) -> None:
+        while not any(text in line for line in said):
+            said.append((await asyncio.wait_for(watcher.stderr.readline(), 30)).decode())
+
+    try:
+        assert (await asyncio.wait_for(watcher.stdout.readline(), 20)).startswith(b"watching orders.>")
+        nats_server.stop()
+        await until_said("broker disconnected")
+        await until_said("broker error")  # a reconnect attempt refused
+        nats_server.start()
+        await until_said("broker reconnected")
+    finally:
+        watcher.terminate()
+        await watcher.wait()
+    assert all(line[:2].isdigit() and line.count("\n") == 1 for line in said), said
+    assert not [line for line in said if "Traceback" in line], said
+
+
+async def _watcher(script: Path, url: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        "--url",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+import httptools
 import httpx
 import psycopg
 import pytest
@@ -21,7 +22,7 @@ from uvicorn.protocols.http import flow_control, httptools_impl
 from uvicorn.server import ServerState
 
 from orders_svc.app import create_app
-from orders_svc.serving import CoalescingHttpToolsProtocol, CoalescingTransport, EnvelopeCycle
+from orders_svc.serving import DEFAULT_LIMITS, CoalescingHttpToolsProtocol, CoalescingTransport, EnvelopeCycle
 
 from conftest import test_settings as settings_for
 
@@ -238,8 +239,7 @@ def test_past_the_concurrency_limit_a_request_gets_503_in_the_envelope_with_retr
     ):
         first.sendall(listing)  # answered: one connection open, under the limit
         assert _read_response(first, bytearray())[0] == "HTTP/1.1 200 OK"
-        # Connected only now: opened together, the two could both count before the first request is read.
-        with _connect(base) as second:
+        with _connect(base) as second:  # opened only now, so that the first request is surely under it
             second.sendall(listing)  # two connections open: at the limit
             answer = _read_response(second, bytearray())
     headers = _assert_envelope(answer, "HTTP/1.1 503 Service Unavailable", "service_unavailable")
@@ -283,7 +283,16 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_still_there():
         protocol.connection_made: ["self", "transport"],
         protocol.send_400_response: ["self", "msg"],
         protocol._start_asgi_task: ["self", "cycle", "app"],
+        protocol.data_received: ["self", "data"],
+        protocol.connection_lost: ["self", "exc"],
+        protocol.on_message_begin: ["self"],
+        protocol.on_url: ["self", "url"],
+        protocol.on_header: ["self", "name", "value"],
+        protocol.on_headers_complete: ["self"],
+        protocol.on_message_complete: ["self"],
+        protocol.__init__: ["self", "config", "server_state", "app_state", "_loop"],
         cycle.send_500_response: ["self"],
+        cycle.receive: ["self"],
     }
     for method, parameters in overridden.items():
         assert list(inspect.signature(method).parameters) == parameters, method
@@ -294,11 +303,23 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_still_there():
     assert "app = service_unavailable" in source and "self._start_asgi_task(" in source
     assert "self.send_400_response(" in source and "self.cycle = RequestResponseCycle(" in source
     assert "await self.send_500_response()" in inspect.getsource(cycle.run_asgi)
+    # The limits: a parser callback's exception reaches send_400_response (httptools wraps it in a
+    # HttpParserCallbackError), the cycle is built in on_headers_complete, and what the deadlines touch.
+    assert issubclass(httptools.HttpParserCallbackError, httptools.HttpParserError)
+    received = inspect.getsource(protocol.data_received)
+    assert "except httptools.HttpParserError:" in received and "self.send_400_response(" in received
+    assert "self.cycle = RequestResponseCycle(" in inspect.getsource(protocol.on_headers_complete)
+    assert "self.cycle.disconnected = True" in inspect.getsource(protocol.connection_lost)
+    assert "await self.message_event.wait()" in inspect.getsource(cycle.receive)
+    for attribute in ("disconnected", "keep_alive", "response_complete", "message_event", "more_body"):
+        assert f"self.{attribute} = " in inspect.getsource(cycle.__init__), attribute
+    assert inspect.iscoroutinefunction(cycle.receive)
     # The attributes the overrides read, on a protocol as uvicorn makes one.
     config = uvicorn.Config(create_app(settings_for("postgresql://unused")), http=CoalescingHttpToolsProtocol)
     made = CoalescingHttpToolsProtocol(config, ServerState(), {}, _loop=asyncio.new_event_loop())
     try:
         assert isinstance(made.server_state.default_headers, list) and made.loop is not None
+        assert made.cycle is None and made.flow is None and made.limits == DEFAULT_LIMITS
         # The cycle is re-classed per request: a subclass without slots of its own, of a class without any.
         assert issubclass(EnvelopeCycle, cycle) and "__slots__" not in vars(cycle)
     finally:

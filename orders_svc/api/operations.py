@@ -36,7 +36,7 @@ async def readyz(call: Call) -> bytes:
         raise errors.UNAVAILABLE.error() from None
     missing = [m for m in _MIGRATIONS if m not in applied]
     if missing:
-        raise errors.NOT_MIGRATED.error(count=len(missing), missingMigrations=missing)
+        raise errors.SCHEMA_NOT_MIGRATED.error(missingMigrations=missing)
     return _OK
 
 
@@ -125,7 +125,7 @@ OPERATIONS = (
         readyz,
         response=Health,
         tenant=False,
-        errors=(errors.UNAVAILABLE, errors.NOT_MIGRATED),
+        errors=(errors.UNAVAILABLE, errors.SCHEMA_NOT_MIGRATED),
     ),
     Operation("GET", "/openapi.json", "openapi", "This OpenAPI 3.1 document", openapi, tenant=False),
     Operation(

