@@ -147,8 +147,13 @@ def run_relay(settings: Settings, args: argparse.Namespace) -> None:
                 extra={"publisher": "log"},
             )
         else:
-            nats_url = masked_url(settings.nats_url)
-            log.info("relay publishing to NATS", extra={"publisher": "nats", "nats_url": nats_url})
+            from .publishers import NatsOptions
+
+            try:  # a bad server list or file is one line, before anything is announced
+                servers = [masked_url(url) for url in NatsOptions.from_settings(settings).servers]
+            except SettingsError as exc:
+                _fail(2, f"orders-svc: configuration error: {exc}")
+            log.info("relay publishing to NATS", extra={"publisher": "nats", "servers": servers})
         asyncio.run(relay.run(settings, dsn, settings.publisher))
 
 
