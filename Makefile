@@ -1,10 +1,18 @@
 # Everything starts from a plain Python >= 3.11: the first target run creates .venv and installs into it.
-PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PYTHON    ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed
+NATS_PORT ?= 4222
+# The relay and the watcher follow `make nats NATS_PORT=…` unless ORDERS_NATS_URL names another server.
+NATS_URL  := $(or $(ORDERS_NATS_URL),nats://127.0.0.1:$(NATS_PORT))
 
-.PHONY: install run relay nats watch test lint fmt demo bench clean
+.DEFAULT_GOAL := help
+.PHONY: help install run relay nats watch test lint fmt demo bench clean
+
+help: ## Show this list (a bare `make` does the same)
+	@echo "orders-svc: make TARGET [ARGS='…']"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,43 +20,37 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) ## Create .venv and install the service with its dev tools (every target does this first)
 
-## Start the API on http://127.0.0.1:8000 (embedded PostgreSQL unless DATABASE_URL is set)
-run: install
+run: install ## Start the API on http://127.0.0.1:8000, on an embedded PostgreSQL unless DATABASE_URL is set (ARGS='--port 8080')
 	$(BIN)/orders-svc serve $(ARGS)
 
-## The outbox relay (ARGS='--publisher nats' for NATS) and a local NATS JetStream server for it
-relay: install
-	$(BIN)/orders-svc relay $(ARGS)
+relay: install ## The outbox relay, printing events (ARGS='--publisher nats' sends them to `make nats`)
+	ORDERS_NATS_URL=$(NATS_URL) $(BIN)/orders-svc relay $(or $(ARGS),--publisher log)
 
-nats: install
-	$(BIN)/nats-server -js -sd .nats
+nats: install ## A local NATS JetStream server on 127.0.0.1 only, port 4222 (NATS_PORT=4223 for another)
+	$(BIN)/nats-server -js -sd .nats -a 127.0.0.1 -p $(NATS_PORT)
 
-## Print the events arriving on NATS (ARGS=--all to replay the stream first)
-watch: install
-	$(BIN)/python scripts/watch_events.py $(ARGS)
+watch: install ## Print the events arriving on NATS (ARGS=--all to replay the stream first)
+	ORDERS_NATS_URL=$(NATS_URL) $(BIN)/python scripts/watch_events.py $(ARGS)
 
-## Run the whole test suite against a real PostgreSQL (see README: which one)
-test: install
+test: install ## Run the whole test suite against a real PostgreSQL (pytest's header names which one)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: install
+lint: install ## ruff and mypy, as CI runs them
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy orders_svc
 
-fmt: install
+fmt: install ## Format and fix what ruff can
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## The cURL walkthrough against a running service (make run in another terminal)
-demo:
+demo: ## The cURL walkthrough against a running service (make run in another terminal)
 	bash scripts/demo.sh
 
-## Benchmarks (on demand, never part of the tests)
-bench: install
+bench: install ## Benchmarks (on demand, never part of the tests)
 	$(BIN)/python bench/run.py $(ARGS)
 
-clean:
+clean: ## Remove .venv and every local state (.orders-data, .nats, caches)
 	rm -rf $(VENV) .orders-data .nats .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -9,14 +9,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
-from starlette.staticfiles import StaticFiles
 
 from . import db, routing
 from .api import OPERATIONS
+from .api.operations import DocsAssets
 from .errors import ApiError, api_error_handler, http_exception_handler
 from .logs import configure
 from .middleware import RequestContext
-from .openapi import SWAGGER_DIR, build_spec
+from .openapi import build_spec
 from .settings import Settings
 from .tenancy import Authenticator
 
@@ -36,7 +36,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes: list[BaseRoute] = [
         *routing.routes(OPERATIONS),
-        Mount("/docs/static", StaticFiles(directory=SWAGGER_DIR), name="docs-static"),
+        Mount("/docs/static", DocsAssets(), name="docs-static"),
     ]
     app = Starlette(
         routes=routes,

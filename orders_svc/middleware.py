@@ -18,10 +18,13 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 # nginx's status for "the client closed the connection before the response": logged, never sent.
 CLIENT_CLOSED = 499
+# Every response is exactly the type it declares: no browser guesses a JSON error or a text file into HTML.
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 class RequestContext:
-    """Accept or generate `X-Request-ID`, echo it, log one line per request, turn crashes into clean 500s.
+    """Accept or generate `X-Request-ID`, echo it (with `nosniff`), log one line per request, turn crashes
+    into clean 500s.
 
     A client that goes away before its answer is not an error of the service: its request ends quietly,
     logged once, with status 499. A write names what it contends on (see `contention`) for the database
@@ -40,14 +43,14 @@ class RequestContext:
         started = time.perf_counter()
         status = 500
         responded = False
-        header = (b"x-request-id", rid.encode())
+        added = [(b"x-request-id", rid.encode()), _NOSNIFF]
         contending = contended.set(contention(scope)) if scope["method"] not in _READS else None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, responded
             if message["type"] == "http.response.start":
                 status, responded = message["status"], True
-                message["headers"] = [*message.get("headers", []), header]
+                message["headers"] = [*message.get("headers", []), *added]
             await send(message)
 
         try:

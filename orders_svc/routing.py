@@ -72,6 +72,9 @@ class Operation:
     fingerprint_path: str | None = None
     description: str = ""
     content_type: str = "application/json"
+    # The success body's example in the OpenAPI document, when its type's own (schemas.EXAMPLES) does not
+    # fit this operation: a confirm answers a confirmed order.
+    response_example: Any = None
 
     @property
     def path_params(self) -> list[str]:

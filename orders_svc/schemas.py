@@ -190,3 +190,59 @@ def rfc3339(ts: datetime) -> str:
 
 
 encoder = msgspec.json.Encoder()
+
+
+# ------------------------------------------------------------------------------------------- examples
+# /openapi.json's examples, as instances of the wire types: they are encoded like any response, so they cannot
+# drift from the schemas (tests/test_openapi_document.py validates each against its schema too).
+EXAMPLE_TENANT = "acme"
+EXAMPLE_ORDER_ID = uuid.UUID("0195f2c4-7a3e-7c1d-9b4e-2f6a8d1c3e5b")
+EXAMPLE_PRODUCT_ID = uuid.UUID("0195f2b9-1c4d-7a2e-9f3b-5d6e7f8a9b0c")
+_CREATED_AT = "2026-11-22T03:50:10.123456Z"
+# The step each status is reached at: version 1 is the draft, each change adds one.
+_STEPS = {
+    OrderStatus.DRAFT: (1, None, None),
+    OrderStatus.CONFIRMED: (2, 4999, "2026-11-22T03:51:02.654321Z"),
+    OrderStatus.CLOSED: (3, 4999, "2026-11-22T04:02:45.000918Z"),
+    OrderStatus.CANCELLED: (3, 4999, "2026-11-22T04:02:45.000918Z"),
+}
+
+
+def example_order(
+    status: OrderStatus = OrderStatus.DRAFT,
+    order_id: uuid.UUID = EXAMPLE_ORDER_ID,
+    created_at: str = _CREATED_AT,
+) -> Order:
+    version, total, updated_at = _STEPS[status]
+    return Order(order_id, EXAMPLE_TENANT, status, version, total, created_at, updated_at or created_at)
+
+
+_EXAMPLE_PRODUCT = Product(
+    EXAMPLE_PRODUCT_ID, EXAMPLE_TENANT, "mug-blue", "Blue mug", 1250, 40, True, 1, _CREATED_AT, _CREATED_AT
+)
+
+EXAMPLES: dict[type, msgspec.Struct] = {
+    CreateOrder: CreateOrder(tenant_id=EXAMPLE_TENANT),
+    ConfirmOrder: ConfirmOrder(total_cents=4999),
+    CloseOrder: CloseOrder(),
+    CancelOrder: CancelOrder(reason="the customer changed their mind"),
+    Order: example_order(),
+    OrderPage: OrderPage(
+        items=[
+            example_order(OrderStatus.CONFIRMED),
+            example_order(
+                order_id=uuid.UUID("0195f2c4-6b1d-7e2a-8c3f-4d5e6f7a8b9c"),
+                created_at="2026-11-22T03:49:58.123456Z",
+            ),
+        ],
+        # Opaque to clients: the last item's (createdAt, id), as the service encodes it.
+        next_cursor="eyJ0cyI6IjIwMjYtMTEtMjJUMDM6NDk6NTguMTIzNDU2WiIsImlkIjoiMDE5NWYyYzQtNmIxZC03ZTJhLThjM2Yt"
+        "NGQ1ZTZmN2E4YjljIn0",
+    ),
+    Health: Health(status="ok"),
+    CreateProduct: CreateProduct(sku="mug-blue", name="Blue mug", price_cents=1250, stock=40),
+    UpdateProduct: UpdateProduct(price_cents=1190),
+    StockChange: StockChange(delta=25),
+    Product: _EXAMPLE_PRODUCT,
+    ProductPage: ProductPage(items=[_EXAMPLE_PRODUCT], next_cursor=None),
+}

@@ -265,9 +265,17 @@ class Settings:
     jwt_issuer: str | None = env("ORDERS_JWT_ISSUER", str | None, None, "Required `iss` when set")
     jwt_audience: str | None = env("ORDERS_JWT_AUDIENCE", str | None, None, "Required `aud` when set")
     log_level: LogLevel = env("ORDERS_LOG_LEVEL", LogLevel, "INFO", "DEBUG, INFO, WARNING or ERROR")
-    log_format: LogFormat = env("ORDERS_LOG_FORMAT", LogFormat, "json", "json (one object per line) or text")
-    publisher: Publisher = env(
-        "ORDERS_PUBLISHER", Publisher, "log", "Where the relay publishes events: log or nats"
+    log_format: LogFormat = env(
+        "ORDERS_LOG_FORMAT",
+        LogFormat,
+        "json",
+        "json (one object per line) or text; unset: text on a terminal",
+    )
+    publisher: Publisher | None = env(
+        "ORDERS_PUBLISHER",
+        Publisher | None,
+        None,
+        "Where the relay publishes events, required by it: nats, or log (prints them: development only)",
     )
     nats_url: str = env("ORDERS_NATS_URL", str, "nats://127.0.0.1:4222", "NATS server of the nats publisher")
     relay_batch_size: int = env(

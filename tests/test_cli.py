@@ -210,7 +210,9 @@ def test_bad_input_is_one_line_naming_the_problem(args, env, code, message):
     assert "Traceback" not in result.stderr + result.stdout
 
 
-@pytest.mark.parametrize("command", [["serve"], ["serve", "--migrate"], ["migrate"], ["relay"], ["purge"]])
+@pytest.mark.parametrize(
+    "command", [["serve"], ["serve", "--migrate"], ["migrate"], ["relay", "--publisher", "log"], ["purge"]]
+)
 def test_an_unreachable_database_is_one_line_naming_it(command):
     dsn = f"postgresql://orders:secret@127.0.0.1:{free_port()}/orders"  # nothing listens there
     result = _run(*command, DATABASE_URL=dsn)

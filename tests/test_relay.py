@@ -402,7 +402,7 @@ async def test_relay_process_with_log_publisher_prints_events_and_exits_0_on_sig
     [order] = await close_orders(fresh_client, tenant, 1)
     env = {**os.environ, "DATABASE_URL": fresh_database_url, "ORDERS_RELAY_POLL_INTERVAL_MS": "50"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orders_svc.cli", "relay"],
+        [sys.executable, "-m", "orders_svc.cli", "relay", "--publisher", "log"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -105,6 +105,7 @@ GLOBAL_BLOCKS = {
     "wait_for_outbox_writers": "the relay, before idling: waits for whichever transactions insert events",
     "bound_lock_wait": "a setting of the relay's own transaction; reads no table",
     "purge_expired_idempotency_keys": "housekeeping: purges expired keys of every tenant",
+    "outbox_status": "an operator command (orders-svc outbox status): the backlog of every tenant's events",
     "expire_reservations": "housekeeping: cancels the expired reservations of every tenant",
 }
 

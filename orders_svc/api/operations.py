@@ -1,9 +1,13 @@
-"""What operators and tooling call: liveness, readiness, the OpenAPI document and the docs page."""
+"""What operators and tooling call: liveness, readiness, the OpenAPI document and the docs pages."""
 
 import asyncio
+from pathlib import Path
 
 import msgspec
+from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from .. import db, errors
 from ..errors import ApiError
@@ -40,17 +44,74 @@ async def openapi(call: Call) -> Response:
     return json_response(call.request.app.state.openapi)
 
 
-async def docs(_: Call) -> Response:
-    return HTMLResponse(DOCS_HTML)
-
-
-DOCS_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>orders-svc API</title>
-<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
-<body><div id="ui"></div>
-<script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui", validatorUrl: null});</script>
+# The docs pages run the vendored UIs and their own start-up files, all from this origin: no inline script,
+# nothing fetched from elsewhere. Inline styles are allowed (both UIs set them from JavaScript), and so are
+# images as data: URLs (Swagger UI's icons).
+DOCS_CSP = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "worker-src 'self' blob:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>orders-svc API{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">{head}</head>
+<body><div id="{root}"></div>
+<script src="/docs/static/{bundle}"></script>
+<script src="/docs/static/{init}"></script>
 </body></html>"""
+DOCS_HTML = _PAGE.format(
+    title="",
+    head='\n<link rel="stylesheet" href="/docs/static/swagger-ui.css">',
+    root="swagger-ui",
+    bundle="swagger-ui-bundle.js",
+    init="swagger-init.js",
+)
+REDOC_HTML = _PAGE.format(
+    title=" (Redoc)", head="", root="redoc", bundle="redoc.standalone.js", init="redoc-init.js"
+)
+
+
+async def docs(_: Call) -> Response:
+    return HTMLResponse(DOCS_HTML, headers={"Content-Security-Policy": DOCS_CSP})
+
+
+async def redoc(_: Call) -> Response:
+    return HTMLResponse(REDOC_HTML, headers={"Content-Security-Policy": DOCS_CSP})
+
+
+DOCS_DIR = Path(__file__).resolve().parent.parent / "docs_ui"
+# /docs/static/<name> → the file under docs_ui/: what the two pages load, and nothing else of the vendored
+# packages (no stock index.html, OAuth2 redirect page or source maps).
+DOCS_ASSETS = {
+    "swagger-ui.css": "swagger-ui/swagger-ui.css",
+    "swagger-ui-bundle.js": "swagger-ui/swagger-ui-bundle.js",
+    "swagger-init.js": "swagger-init.js",
+    "redoc.standalone.js": "redoc/redoc.standalone.js",
+    "redoc-init.js": "redoc-init.js",
+}
+
+
+class DocsAssets(StaticFiles):
+    """The docs pages' files, by name from `DOCS_ASSETS`; any other path is a 404."""
+
+    def __init__(self) -> None:
+        super().__init__(directory=DOCS_DIR)
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if scope["method"] in ("GET", "HEAD") and path not in DOCS_ASSETS:
+            raise HTTPException(status_code=404)
+        return await super().get_response(DOCS_ASSETS.get(path, path), scope)
+
 
 OPERATIONS = (
     Operation(
@@ -71,8 +132,17 @@ OPERATIONS = (
         "GET",
         "/docs",
         "docs",
-        "Interactive API docs, served with their assets by the service itself",
+        "Interactive API docs (Swagger UI), served with their assets by the service itself",
         docs,
+        tenant=False,
+        content_type="text/html",
+    ),
+    Operation(
+        "GET",
+        "/redoc",
+        "redoc",
+        "API reference (Redoc), served with its assets by the service itself",
+        redoc,
         tenant=False,
         content_type="text/html",
     ),

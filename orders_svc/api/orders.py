@@ -20,7 +20,8 @@ from ..errors import (
 from ..pagination import CURSOR_PARAM, LIMIT_PARAM, decode_cursor, parse_limit
 from ..queries.orders import Target
 from ..routing import Call, Handler, Operation
-from ..schemas import CancelOrder, CloseOrder, ConfirmOrder, CreateOrder, Order, OrderPage
+from ..schemas import CancelOrder, CloseOrder, ConfirmOrder, CreateOrder, Order, OrderPage, example_order
+from ..states import OrderStatus
 from ..usecases import orders
 from ..writes import Reply
 
@@ -104,6 +105,7 @@ CONFIRM = order_change(
         errors.TOTAL_REQUIRED,
         errors.TOTAL_MISMATCH,
     ),
+    response_example=example_order(OrderStatus.CONFIRMED),
 )
 
 OPERATIONS = (
@@ -162,6 +164,7 @@ OPERATIONS = (
         "Close a confirmed order and record its orders.closed event",
         close_order,
         body=CloseOrder,
+        response_example=example_order(OrderStatus.CLOSED),
     ),
     order_change(
         "/orders/{order_id}/cancel",
@@ -169,5 +172,6 @@ OPERATIONS = (
         "Cancel a draft or confirmed order and record its orders.cancelled event",
         cancel_order,
         body=CancelOrder,
+        response_example=example_order(OrderStatus.CANCELLED),
     ),
 )

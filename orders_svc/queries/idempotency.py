@@ -1,6 +1,6 @@
 """sql/idempotency.sql: claiming an Idempotency-Key, reading and storing its response."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from ..db import Connection
@@ -11,12 +11,24 @@ CLAIM_IDEMPOTENCY_KEY = statement("claim_idempotency_key")
 DROP_EXPIRED_IDEMPOTENCY_KEY = statement("drop_expired_idempotency_key")
 STORE_IDEMPOTENT_RESPONSE = statement("store_idempotent_response")
 PURGE_EXPIRED_IDEMPOTENCY_KEYS = statement("purge_expired_idempotency_keys")
+SELECT_IDEMPOTENCY_KEY_RECORD = statement("select_idempotency_key_record")
+FORGET_IDEMPOTENCY_KEY = statement("forget_idempotency_key")
 
 
 class StoredResponse(NamedTuple):
     fingerprint: bytes
     status: int | None
     headers: dict[str, str] | None
+    body: bytes | None
+
+
+class KeyRecord(NamedTuple):
+    """A stored key as an operator sees it."""
+
+    created_at: datetime
+    expires_at: datetime
+    expired: bool
+    status: int | None  # None: the first request with the key is still in progress
     body: bytes | None
 
 
@@ -42,3 +54,14 @@ async def store_response(
 
 async def purge_expired_idempotency_keys(conn: Connection, limit: int) -> int:
     return deleted(await conn.execute(PURGE_EXPIRED_IDEMPOTENCY_KEYS, limit))
+
+
+async def select_key_record(conn: Connection, tenant_id: str, key: str) -> KeyRecord | None:
+    row = await conn.fetchrow(SELECT_IDEMPOTENCY_KEY_RECORD, tenant_id, key)
+    return None if row is None else KeyRecord(*row)
+
+
+async def forget_key(conn: Connection, tenant_id: str, key: str) -> datetime | None:
+    """Delete the key; its created_at, or None when the tenant had no such key."""
+    found: datetime | None = await conn.fetchval(FORGET_IDEMPOTENCY_KEY, tenant_id, key)
+    return found

@@ -16,6 +16,7 @@ RETRY_DEAD_OUTBOX = statement("retry_dead_outbox")
 PURGE_PUBLISHED_OUTBOX = statement("purge_published_outbox")
 WAIT_FOR_OUTBOX_WRITERS = statement("wait_for_outbox_writers")
 BOUND_LOCK_WAIT = statement("bound_lock_wait")
+OUTBOX_STATUS = statement("outbox_status")
 
 
 class OutboxEvent(NamedTuple):
@@ -26,6 +27,16 @@ class OutboxEvent(NamedTuple):
     tenant_id: str
     payload: Any
     attempts: int
+
+
+class OutboxBacklog(NamedTuple):
+    """The undelivered events of one type."""
+
+    event_type: str
+    pending: int
+    backing_off: int
+    dead: int
+    oldest_pending_age: timedelta | None  # None: nothing pending (only dead letters)
 
 
 class OutboxFailure(NamedTuple):
@@ -82,3 +93,8 @@ async def wait_for_outbox_writers(conn: Connection) -> int:
 
 async def bound_lock_wait(conn: Connection, limit: timedelta) -> None:
     await conn.execute(BOUND_LOCK_WAIT, str(max(1, int(limit.total_seconds() * 1000))))
+
+
+async def outbox_status(conn: Connection) -> list[OutboxBacklog]:
+    """Per event type with undelivered events; an empty list when everything was published."""
+    return [OutboxBacklog(*row) for row in await conn.fetch(OUTBOX_STATUS)]
