@@ -84,6 +84,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
         if settings.database_url and not args.migrate:
             psycopg.connect(dsn, connect_timeout=10).close()
         os.environ["DATABASE_URL"] = dsn  # the workers build their settings from the environment
+        metrics_files = metrics_directory(settings.workers)  # removed when the process exits
         uvicorn.run(
             "orders_svc.app:app_from_env",
             factory=True,
@@ -103,6 +104,17 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
             proxy_headers=False,
             timeout_graceful_shutdown=10,
         )
+        del metrics_files
+
+
+def metrics_directory(workers: int) -> tempfile.TemporaryDirectory[str] | None:
+    """Several workers share their metrics through files in a fresh directory (prometheus multiprocess
+    mode, see observability/metrics.py), unless PROMETHEUS_MULTIPROC_DIR already names one."""
+    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    directory = tempfile.TemporaryDirectory(prefix="orders-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory.name
+    return directory
 
 
 def run_migrate(settings: Settings, args: argparse.Namespace) -> None:
