@@ -23,7 +23,8 @@ from .settings import variable as settings_variable
 
 log = logging.getLogger("orders_svc")
 Handler = Callable[[Settings, argparse.Namespace], None]
-_OPTIONS = ("host", "port", "workers", "publisher")  # command-line options that override a setting
+# Command-line options that override a setting.
+_OPTIONS = ("host", "port", "workers", "publisher", "relay_metrics_port")
 # What a command meets when DATABASE_URL cannot be reached or used: refused, unknown host, bad password, …
 DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, psycopg.Error)
 
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = _command(commands, "relay", "Publish outbox events to the broker until SIGTERM or SIGINT.", run_relay)
     _option(p, "--publisher", "publisher")
+    _option(p, "--metrics-port", "relay_metrics_port")
     _command(
         commands,
         "purge",

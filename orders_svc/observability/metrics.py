@@ -10,7 +10,7 @@ the database when scraped (an index range, cached for a second, so a scrape stor
 import asyncio
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
 from prometheus_client import (
@@ -222,3 +222,70 @@ def exposition(backlog: OutboxBacklog | None) -> bytes:
         outbox.register(OutboxCollector(backlog))
         text += generate_latest(outbox)
     return text
+
+
+# ------------------------------------------------------------------------------------------- the relay
+# The relay process's own registry, served on `relay --metrics-port` (never by the API's /metrics).
+RELAY = CollectorRegistry()
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10_000)
+RELAY_PUBLISHED = Counter(
+    "orders_relay_published_events",
+    "Events the broker acknowledged, by subject",
+    ("subject",),
+    registry=RELAY,
+)
+RELAY_FAILURES = Counter(
+    "orders_relay_publish_failures",
+    "Failed publishes: refused (the event is charged an attempt) or unavailable (the broker is away)",
+    ("reason",),
+    registry=RELAY,
+)
+RELAY_DEAD = Counter(
+    "orders_relay_dead_lettered_events", "Events dead-lettered after their last attempt", registry=RELAY
+)
+RELAY_BATCH = Histogram(
+    "orders_relay_batch_size", "Events claimed per relay transaction", buckets=BATCH_BUCKETS, registry=RELAY
+)
+RELAY_LAG = Histogram(
+    "orders_relay_lag_seconds",
+    "From the event's commit (its created_at) to the broker's acknowledgement",
+    buckets=LAG_BUCKETS,
+    registry=RELAY,
+)
+
+
+async def serve_relay(host: str, port: int, health: Callable[[], tuple[bool, bytes]]) -> asyncio.Server:
+    """A small HTTP/1.1 listener: GET /metrics (the relay's registry) and GET /healthz (`health()`)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            method, path, *_ = [*head.split(b" ", 2), b"", b""]
+            path = path.split(b"?", 1)[0]
+            if method not in (b"GET", b"HEAD"):
+                status, kind, body = b"405 Method Not Allowed", b"text/plain", b"GET only\n"
+            elif path == b"/metrics":
+                status, kind, body = b"200 OK", CONTENT_TYPE_LATEST.encode(), generate_latest(RELAY)
+            elif path == b"/healthz":
+                ok, body = health()
+                status, kind = (b"200 OK" if ok else b"503 Service Unavailable"), b"application/json"
+            else:
+                status, kind, body = b"404 Not Found", b"text/plain", b"/metrics or /healthz\n"
+            writer.write(
+                b"HTTP/1.1 "
+                + status
+                + b"\r\ncontent-type: "
+                + kind
+                + b"\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\nconnection: close\r\n\r\n"
+                + (b"" if method == b"HEAD" else body)
+            )
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, host, port)
