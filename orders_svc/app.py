@@ -16,6 +16,8 @@ from .api.operations import DocsAssets
 from .errors import ApiError, api_error_handler, http_exception_handler
 from .logs import configure
 from .middleware import RequestContext
+from .observability import metrics, tracing
+from .observability.limits import Limits
 from .openapi import build_spec
 from .settings import Settings
 from .tenancy import Authenticator
@@ -29,10 +31,14 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.pool = await db.create_pool(settings, dsn, generic_plans=True)
+        recording = metrics.keep_pool_recorded(app.state.pool)
         try:
             yield
         finally:
+            if recording is not None:
+                recording.cancel()
             await app.state.pool.close()
+            metrics.process_exited()
 
     routes: list[BaseRoute] = [
         *routing.routes(OPERATIONS),
@@ -49,6 +55,9 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.openapi = msgspec.json.encode(build_spec(OPERATIONS))
     app.state.auth = Authenticator(settings)
+    app.state.limits = Limits.from_settings(settings)
+    app.state.backlog = metrics.BacklogCache()
+    metrics.state.enabled = settings.metrics
     return app
 
 
@@ -71,6 +80,7 @@ def app_from_env() -> Starlette:
     """uvicorn factory for `--workers N`: each worker reads the environment the CLI prepared."""
     settings = Settings.from_env()
     configure(settings.log_level, settings.log_format)
+    tracing.configure()
     app = create_app(settings)
     tune_gc()
     return app

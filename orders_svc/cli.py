@@ -25,7 +25,8 @@ from .settings import variable as settings_variable
 
 log = logging.getLogger("orders_svc")
 Handler = Callable[[Settings, argparse.Namespace], None]
-_OPTIONS = ("host", "port", "workers", "publisher")  # command-line options that override a setting
+# Command-line options that override a setting.
+_OPTIONS = ("host", "port", "workers", "publisher", "relay_metrics_port")
 # What a command meets when DATABASE_URL cannot be reached or used: refused, unknown host, bad password, …
 DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, psycopg.Error)
 
@@ -102,6 +103,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
         if settings.database_url and not args.migrate:
             psycopg.connect(dsn, connect_timeout=10).close()
         os.environ["DATABASE_URL"] = dsn  # the workers build their settings from the environment
+        metrics_files = metrics_directory(settings.workers)  # removed when the process exits
         uvicorn.run(
             "orders_svc.app:app_from_env",
             factory=True,
@@ -121,6 +123,17 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
             proxy_headers=False,
             timeout_graceful_shutdown=10,
         )
+        del metrics_files
+
+
+def metrics_directory(workers: int) -> tempfile.TemporaryDirectory[str] | None:
+    """Several workers share their metrics through files in a fresh directory (prometheus multiprocess
+    mode, see observability/metrics.py), unless PROMETHEUS_MULTIPROC_DIR already names one."""
+    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    directory = tempfile.TemporaryDirectory(prefix="orders-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory.name
+    return directory
 
 
 def run_migrate(settings: Settings, args: argparse.Namespace) -> None:
@@ -293,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = _command(commands, "relay", "Publish outbox events to the broker until SIGTERM or SIGINT.", run_relay)
     _option(p, "--publisher", "publisher")
+    _option(p, "--metrics-port", "relay_metrics_port")
     _command(
         commands,
         "purge",

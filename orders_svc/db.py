@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 
 from . import errors
 from .errors import log
+from .observability import metrics, tracing
 from .settings import Settings
 
 __all__ = [
@@ -45,6 +46,8 @@ async def _init_connection(conn: Connection) -> None:
         decoder=_json_decode,
         format="text",
     )
+    if tracing.state.tracer is not None:
+        conn.add_query_logger(tracing.sql_span)
 
 
 def statement_budget_ms(settings: Settings) -> int:
@@ -104,7 +107,7 @@ class Database:
     waited on for at most `idempotency_wait_ms`, then 409 request_in_progress, as a wait in the database).
     """
 
-    __slots__ = ("_close_timeout", "_key_wait", "_pool", "_pool_wait", "_queues", "_turns")
+    __slots__ = ("_close_timeout", "_key_wait", "_pending", "_pool", "_pool_wait", "_queues", "_turns")
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self._pool = pool
@@ -113,6 +116,13 @@ class Database:
         self._key_wait = settings.idempotency_wait_ms / 1000
         self._close_timeout = settings.pool_close_timeout_ms / 1000
         self._queues: dict[Hashable, _Queue] = {}
+        self._pending = 0  # requests waiting for a turn
+
+    def usage(self) -> metrics.PoolUsage:
+        """Connections in use and idle, the most there may be, and the requests waiting for a turn."""
+        pool = self._pool
+        idle = pool.get_idle_size()
+        return metrics.PoolUsage(pool.get_size() - idle, idle, pool.get_max_size(), self._pending)
 
     def acquire(self) -> "_Scope":
         """`async with`: a pooled connection in autocommit, driver errors left as they are (relay, jobs)."""
@@ -131,12 +141,18 @@ class Database:
     async def _take_turn(self) -> None:
         if not self._turns.locked():  # a turn is free: no waiting, no timer
             await self._turns.acquire()
+            metrics.observe_pool_wait(0.0)
             return
+        started = asyncio.get_running_loop().time()
+        self._pending += 1
         try:
             async with asyncio.timeout(self._pool_wait):
                 await self._turns.acquire()
         except TimeoutError:
             raise errors.POOL_EXHAUSTED.error() from None
+        finally:
+            self._pending -= 1
+            metrics.observe_pool_wait(asyncio.get_running_loop().time() - started)
 
     async def _enter_queue(self, key: Hashable) -> "_Queue":
         queue = self._queues.get(key)
@@ -241,6 +257,13 @@ class _Scope:
             self._raise_mapped(exc)
             raise
         self._conn = conn
+        if (trace := tracing.outbox_trace.get()) is not None:  # a traced write: its events carry its trace
+            try:
+                await tracing.mark_events(conn, trace)
+            except BaseException as exc:
+                await self._release(_breaks_connection(exc))
+                self._raise_mapped(exc)
+                raise
         if self._in_transaction:
             self._transaction = conn.transaction()
             try:

@@ -32,6 +32,7 @@ CODES = {
     415: "unsupported_media_type",
     422: "validation_error",
     428: "precondition_required",
+    429: "rate_limited",
     431: "request_header_fields_too_large",
     500: "internal_error",
     503: "service_unavailable",
@@ -166,6 +167,13 @@ BODY_TOO_LARGE = Problem(413, "request body exceeds {limit} bytes", summary="Bod
 WRONG_SHAPE = Problem(422, "{detail}", summary="JSON of the wrong shape: the message names the field")
 TOTAL_OUT_OF_RANGE = Problem(422, "totalCents must be between 0 and 2147483647")
 IF_MATCH_REQUIRED = Problem(428, 'If-Match is required: send the ETag you last saw, e.g. If-Match: "1"')
+# 429: the tenant's rate limit (ORDERS_RATE_LIMIT_*); Retry-After and RateLimit fields set per request.
+RATE_LIMITED = Problem(
+    429,
+    "rate limit of this tenant's {policy} exceeded; retry after Retry-After seconds",
+    details=("policy",),
+    summary="The tenant's rate limit for reads or writes is used up; nothing was done (see Retry-After)",
+)
 # The HTTP layer's own refusals (orders_svc/serving.py), before any route runs.
 MALFORMED_HTTP = Problem(400, "malformed HTTP request")
 TOO_BUSY = Problem(503, "too many requests in progress; retry shortly", headers=RETRY_SOON)
@@ -224,6 +232,7 @@ COMMON = (
     POOL_EXHAUSTED,
     LOCK_UNAVAILABLE,
     SCHEMA_NOT_MIGRATED,
+    RATE_LIMITED,
     TOO_BUSY,
     REQUEST_TIMEOUT,
     HEAD_TOO_LARGE,

@@ -12,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .db import contended
 from .errors import error_response
 from .logs import log_request, request_id
+from .observability import metrics, tracing
+from .observability.limits import SCOPE_KEY as RATE_LIMIT_FIELDS
 
 log = logging.getLogger("orders_svc.request")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -28,7 +30,8 @@ class RequestContext:
 
     A client that goes away before its answer is not an error of the service: its request ends quietly,
     logged once, with status 499. A write names what it contends on (see `contention`) for the database
-    layer to queue it behind others on the same row or key.
+    layer to queue it behind others on the same row or key. Each request is measured (metrics, under its
+    route template), traced when tracing is configured, and given its tenant's RateLimit fields.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -45,12 +48,16 @@ class RequestContext:
         responded = False
         added = [(b"x-request-id", rid.encode()), _NOSNIFF]
         contending = contended.set(contention(scope)) if scope["method"] not in _READS else None
+        measured = metrics.state.enabled
+        if measured:
+            metrics.ACTIVE_REQUESTS.inc()
+        span = tracing.start_request(scope, rid) if tracing.state.tracer is not None else None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, responded
             if message["type"] == "http.response.start":
                 status, responded = message["status"], True
-                message["headers"] = [*message.get("headers", []), *added]
+                message["headers"] = [*message.get("headers", []), *added, *scope.get(RATE_LIMIT_FIELDS, ())]
             await send(message)
 
         try:
@@ -63,18 +70,24 @@ class RequestContext:
             if not responded:  # nothing sent yet: answer in the error envelope, without internals
                 await error_response(500, "internal error")(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            template = getattr(scope.get("route"), "path", None)
+            duration = time.perf_counter() - started
             log_request(
                 log,
                 {
                     "method": scope["method"],
-                    "route": getattr(route, "path", None),
+                    "route": template,
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "duration_ms": round(duration * 1000, 3),
                     "tenant": scope.get("orders.tenant"),
                 },
             )
+            if measured:
+                metrics.ACTIVE_REQUESTS.dec()
+                metrics.observe_request(scope["method"], template, status, duration)
+            if span is not None:
+                tracing.end_request(span, scope["method"], template, status)
             request_id.reset(token)
             if contending is not None:
                 contended.reset(contending)

@@ -88,6 +88,7 @@ TAGS = [
 _UNTYPED_EXAMPLES = {
     JSON: {"openapi": "3.1.0", "info": {"title": "orders-svc", "version": __version__}, "paths": {}},
     "text/html": '<!doctype html><html lang="en">…</html>',
+    "text/plain": '# TYPE http_server_active_requests gauge\nhttp_server_active_requests 1.0\n',
 }
 # What fills the catalogue's message templates in the error examples.
 _EXAMPLE_FIELDS: dict[str, Any] = {

@@ -213,6 +213,8 @@ class NatsPublisher:
             "Orders-Event-Type": event.event_type,
             "Orders-Tenant-Id": event.tenant_id,
         }
+        if event.traceparent is not None:  # the writing request's trace (W3C), continued by consumers
+            headers["traceparent"] = event.traceparent
         import nats.js.errors
 
         try:

@@ -19,15 +19,18 @@ from dataclasses import replace
 from datetime import timedelta
 
 import asyncpg
+import msgspec
 
 from . import housekeeping
 from .db import Database, create_pool
+from .observability import metrics, tracing
 from .publishers import BrokerUnavailable, Publisher, describe
 from .queries import outbox as queries
 from .queries.outbox import OutboxEvent
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("orders_svc.relay")
+_encode = msgspec.json.encode
 
 CHANNEL = "orders_outbox"
 # What a relay survives by logging and retrying after a poll interval: the database or network going away.
@@ -58,6 +61,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._next_purge = 0.0
+        self.last_cycle = time.monotonic()  # for /healthz: the loop is turning
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; the batch in flight is finished (published and committed) first."""
@@ -68,6 +72,7 @@ class Relay:
         draining = False
         try:
             while not stop.is_set():
+                self.last_cycle = time.monotonic()
                 await self._listen(quiet=failures > 0)
                 self._wake.clear()
                 try:
@@ -115,6 +120,7 @@ class Relay:
             events = await queries.claim_outbox_batch(conn, limit)
             if not events:
                 return 0
+            metrics.RELAY_BATCH.observe(len(events))
             # A batch holds at most one event per order, so publishing it concurrently keeps per-order order.
             outcomes = await asyncio.gather(*(self._publish(e) for e in events), return_exceptions=True)
             published: list[uuid.UUID] = []
@@ -132,6 +138,10 @@ class Relay:
                 await queries.mark_outbox_published(conn, published)
             if refused:
                 await self._record_failures(conn, refused)
+        if refused:
+            metrics.RELAY_FAILURES.labels("refused").inc(len(refused))
+        if unavailable:
+            metrics.RELAY_FAILURES.labels("unavailable").inc(len(unavailable))
         self._track_broker(published, unavailable)
         log.debug(
             "batch relayed",
@@ -157,9 +167,32 @@ class Relay:
             )
 
     async def _publish(self, event: OutboxEvent) -> None:
-        await asyncio.wait_for(
-            self.publisher.publish(event), self.settings.relay_publish_timeout.total_seconds()
-        )
+        """Publish one event; counted and its lag measured once acknowledged (traced when tracing is on)."""
+        span = None
+        if tracing.state.tracer is not None:
+            span = tracing.start_publish(event.event_type, event.traceparent)
+            event = event._replace(traceparent=tracing.traceparent(span))
+        try:
+            await asyncio.wait_for(
+                self.publisher.publish(event), self.settings.relay_publish_timeout.total_seconds()
+            )
+        except BaseException as exc:
+            if span is not None:
+                tracing.end_publish(span, exc)
+            raise
+        if span is not None:
+            tracing.end_publish(span, None)
+        metrics.RELAY_PUBLISHED.labels(event.event_type).inc()
+        if event.created_at is not None:
+            metrics.RELAY_LAG.observe(max(0.0, time.time() - event.created_at.timestamp()))
+
+    def health(self) -> tuple[bool, bytes]:
+        """Healthy while the loop turns (a cycle within three poll intervals, at least a minute); the
+        broker's state is reported, not judged: restarting the relay would not bring the broker back."""
+        stale = max(self.settings.relay_poll_interval.total_seconds() * 3, 60.0)
+        ok = time.monotonic() - self.last_cycle < stale
+        body = {"status": "ok" if ok else "stalled", "brokerAvailable": self.outage is None}
+        return ok, _encode(body)
 
     async def _wait_for_writers(self, pool: Database) -> None:
         """Wait (at most a poll interval) for the transactions inserting events right now to commit."""
@@ -183,6 +216,7 @@ class Relay:
         for row in rows:
             extra = {"event_id": str(row.id), "attempts": row.attempts, "error": errors[row.id]}
             if row.dead:
+                metrics.RELAY_DEAD.inc()
                 log.error(
                     "outbox event dead-lettered; re-drive with `orders-svc outbox retry-dead`", extra=extra
                 )
@@ -286,6 +320,7 @@ async def run(settings: Settings, dsn: str, kind: str) -> None:
         except SettingsError as exc:
             print(f"orders-svc: configuration error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+    tracing.configure()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -316,10 +351,16 @@ async def run(settings: Settings, dsn: str, kind: str) -> None:
             await _first_of(asyncio.Event(), stop, delay)
     if publisher is None:
         return
+    server = None
     try:
         settings = within_duplicate_window(settings, getattr(publisher, "duplicate_window", None))
-        await Relay(settings, dsn, publisher).run(stop)
+        relay = Relay(settings, dsn, publisher)
+        if settings.relay_metrics_port is not None:
+            server = await metrics.serve_relay(settings.host, settings.relay_metrics_port, relay.health)
+        await relay.run(stop)
     finally:
+        if server is not None:
+            server.close()
         await publisher.close()
 
 

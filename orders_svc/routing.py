@@ -146,6 +146,8 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
             call.tenant = request.app.state.auth.tenant_with_roles(request, roles)
         elif op.tenant:
             call.tenant = request.app.state.auth.tenant(request)
+        if call.tenant and (limits := request.app.state.limits) is not None:
+            limits.check(request.scope, call.tenant)  # before anything reads the body or the database
         for name, missing in params:
             try:
                 call.ids[name] = uuid.UUID(request.path_params[name])

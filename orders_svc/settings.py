@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import msgspec
@@ -135,6 +135,26 @@ def _seconds(seconds: int) -> timedelta:
 
 def _hours(hours: int) -> timedelta:
     return timedelta(hours=hours)
+
+
+class Rate(NamedTuple):
+    """A rate limit: `requests` per `seconds`, a bucket of `burst` requests (the quota unless given)."""
+
+    requests: int
+    seconds: int
+    burst: int
+
+
+RateText = Annotated[
+    str,
+    Meta(pattern=r"^[1-9][0-9]{0,8}/[1-9][0-9]{0,5}(;burst=[1-9][0-9]{0,8})?$", examples=["100/1;burst=200"]),
+]
+
+
+def _rate(text: str) -> Rate:
+    quota, _, burst = text.partition(";burst=")
+    requests, seconds = (int(part) for part in quota.split("/"))
+    return Rate(requests, seconds, int(burst) if burst else requests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +361,39 @@ class Settings:
         168,
         "Published events older than this are purged",
         to=_hours,
+    )
+    rate_limit_writes: Rate | None = env(
+        "ORDERS_RATE_LIMIT_WRITES",
+        RateText | None,
+        None,
+        "Writes per tenant, `<requests>/<seconds>[;burst=<n>]`, per worker process (unset: no limit)",
+        to=_rate,
+    )
+    rate_limit_reads: Rate | None = env(
+        "ORDERS_RATE_LIMIT_READS",
+        RateText | None,
+        None,
+        "Reads (GET, HEAD) per tenant, like ORDERS_RATE_LIMIT_WRITES (unset: no limit)",
+        to=_rate,
+    )
+    metrics_token: str | None = env(
+        "ORDERS_METRICS_TOKEN",
+        str | None,
+        None,
+        "When set, GET /metrics needs `Authorization: Bearer <token>` (unset: open)",
+        secret=True,
+    )
+    metrics: bool = env(
+        "ORDERS_METRICS",
+        bool,
+        True,
+        "Record the API's request, pool and write metrics (false: /metrics has the outbox and process only)",
+    )
+    relay_metrics_port: int | None = env(
+        "ORDERS_RELAY_METRICS_PORT",
+        between(1, 65535) | None,
+        None,
+        "Port of the relay's /metrics and /healthz (unset: not served)",
     )
     purge_batch_size: int = env("ORDERS_PURGE_BATCH_SIZE", between(1, 100_000), 1000, "Rows per purge DELETE")
     purge_interval: timedelta = env(

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from . import errors
 from .db import Connection, Pool, connection, transaction
+from .observability.metrics import idempotency as outcome
 from .queries import idempotency
 from .queries.idempotency import StoredResponse
 
@@ -69,18 +70,23 @@ async def perform(
             else:
                 reply = None
             if reply is not None:
+                outcome("created")
                 return reply
             stored = await idempotency.select_key(conn, tenant, idem.key)
             if stored is not None:
                 return replay(stored, idem.fingerprint)
             await idempotency.drop_expired_key(conn, tenant, idem.key)
+    outcome("in_progress")
     raise errors.REQUEST_IN_PROGRESS.error()
 
 
 def replay(stored: StoredResponse, fingerprint: bytes) -> Reply:
     """The stored answer for a retried request."""
     if stored.fingerprint != fingerprint:
+        outcome("reused")
         raise errors.IDEMPOTENCY_KEY_REUSED.error()
     if stored.status is None or stored.body is None:  # claimed, response not stored: not committed yet
+        outcome("in_progress")
         raise errors.REQUEST_IN_PROGRESS.error()
+    outcome("replayed")
     return Reply(200, stored.body, stored.headers or {}, replayed=True)

@@ -9,7 +9,8 @@ SELECT set_config('idle_in_transaction_session_timeout', $1::text, true);
 -- is still unpublished - whether that one is locked by another relay, waiting out a backoff, or dead-lettered.
 -- So concurrent relays never publish two events of one order out of order, and a failing event holds back the
 -- later events of its order (never reordered), while other orders flow. Status-based, never `id > last_seen`.
-SELECT o.id, o.event_type, o.order_id, o.order_version, o.tenant_id, o.payload, o.attempts
+SELECT o.id, o.event_type, o.order_id, o.order_version, o.tenant_id, o.payload, o.attempts, o.created_at,
+    o.traceparent
 FROM outbox AS o
 WHERE o.published_at IS NULL
   AND o.dead_at IS NULL
@@ -96,3 +97,22 @@ FROM outbox
 WHERE published_at IS NULL
 GROUP BY event_type
 ORDER BY event_type;
+
+-- name: set_outbox_traceparent
+-- Names $1 (a W3C traceparent) as the trace of the outbox events this session inserts next (outbox.traceparent
+-- defaults to this setting: migration 0010). Session-scoped; set by every traced write; reads no table.
+SELECT set_config('orders.traceparent', $1, false);
+
+-- name: outbox_backlog
+-- The backlog for /metrics: events pending (from outbox_pending_idx), dead-lettered, and the age in seconds
+-- of the oldest pending one (the front of outbox_pending_idx; 0 when none); no $n.
+SELECT
+    (SELECT count(*) FROM outbox WHERE published_at IS NULL AND dead_at IS NULL) AS pending,
+    (SELECT count(*) FROM outbox WHERE published_at IS NULL AND dead_at IS NOT NULL) AS dead,
+    coalesce((
+        SELECT extract(epoch FROM now() - created_at)::float8
+        FROM outbox
+        WHERE published_at IS NULL AND dead_at IS NULL
+        ORDER BY created_at, id
+        LIMIT 1
+    ), 0) AS oldest_age_seconds;

@@ -104,6 +104,8 @@ GLOBAL_BLOCKS = {
     "purge_published_outbox": "housekeeping: purges published events of every tenant",
     "wait_for_outbox_writers": "the relay, before idling: waits for whichever transactions insert events",
     "bound_lock_wait": "a setting of the relay's own transaction; reads no table",
+    "set_outbox_traceparent": "a setting of a traced write's session; reads no table",
+    "outbox_backlog": "/metrics: the backlog of the whole outbox, every tenant's",
     "purge_expired_idempotency_keys": "housekeeping: purges expired keys of every tenant",
     "outbox_status": "an operator command (orders-svc outbox status): the backlog of every tenant's events",
     "expire_reservations": "housekeeping: cancels the expired reservations of every tenant",

@@ -1,6 +1,7 @@
 """What operators and tooling call: liveness, readiness, the OpenAPI document and the docs pages."""
 
 import asyncio
+import hmac
 from pathlib import Path
 
 import msgspec
@@ -11,7 +12,8 @@ from starlette.types import Scope
 
 from .. import db, errors
 from ..errors import ApiError
-from ..queries import health
+from ..observability import metrics
+from ..queries import health, outbox
 from ..resources import migration_ids
 from ..routing import Call, Operation, json_response
 from ..schemas import Health
@@ -38,6 +40,32 @@ async def readyz(call: Call) -> bytes:
     if missing:
         raise errors.SCHEMA_NOT_MIGRATED.error(missingMigrations=missing)
     return _OK
+
+
+async def scrape(call: Call) -> Response:
+    """Prometheus text: requests, the pool, idempotency, transitions, limits (every worker's) and the outbox
+    backlog (read at most once a second; left out while the database does not answer)."""
+    request = call.request
+    token = request.app.state.settings.metrics_token
+    if token is not None and not hmac.compare_digest(
+        request.headers.get("authorization", "").encode(), f"Bearer {token}".encode()
+    ):
+        raise errors.TOKEN_REQUIRED.error()
+    metrics.record_pool(call.pool.usage())
+    return Response(metrics.exposition(await _backlog(call)), media_type=metrics.CONTENT_TYPE_LATEST)
+
+
+async def _backlog(call: Call) -> metrics.OutboxBacklog | None:
+    cache: metrics.BacklogCache = call.request.app.state.backlog
+    backlog = cache.fresh()
+    if backlog is not None:
+        return backlog
+    try:
+        async with asyncio.timeout(2):
+            async with db.connection(call.pool) as conn:
+                return cache.store(metrics.OutboxBacklog(*await outbox.outbox_backlog(conn)))
+    except (ApiError, TimeoutError):
+        return None
 
 
 async def openapi(call: Call) -> Response:
@@ -126,6 +154,18 @@ OPERATIONS = (
         response=Health,
         tenant=False,
         errors=(errors.UNAVAILABLE, errors.SCHEMA_NOT_MIGRATED),
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics (text exposition format)",
+        scrape,
+        tenant=False,
+        errors=(errors.TOKEN_REQUIRED,),
+        content_type="text/plain",
+        description="With ORDERS_METRICS_TOKEN set: `Authorization: Bearer <token>` required. "
+        "See docs/observability.md for the metric list.",
     ),
     Operation("GET", "/openapi.json", "openapi", "This OpenAPI 3.1 document", openapi, tenant=False),
     Operation(

@@ -2,7 +2,7 @@
 queries, not tenant ones, so they take no tenant."""
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from ..db import Connection
@@ -15,6 +15,7 @@ RECORD_OUTBOX_FAILURES = statement("record_outbox_failures")
 RETRY_DEAD_OUTBOX = statement("retry_dead_outbox")
 PURGE_PUBLISHED_OUTBOX = statement("purge_published_outbox")
 WAIT_FOR_OUTBOX_WRITERS = statement("wait_for_outbox_writers")
+OUTBOX_BACKLOG = statement("outbox_backlog")
 BOUND_LOCK_WAIT = statement("bound_lock_wait")
 OUTBOX_STATUS = statement("outbox_status")
 
@@ -27,6 +28,8 @@ class OutboxEvent(NamedTuple):
     tenant_id: str
     payload: Any
     attempts: int
+    created_at: datetime | None = None
+    traceparent: str | None = None  # of the request that wrote the event, when it was traced
 
 
 class OutboxBacklog(NamedTuple):
@@ -98,3 +101,10 @@ async def bound_lock_wait(conn: Connection, limit: timedelta) -> None:
 async def outbox_status(conn: Connection) -> list[OutboxBacklog]:
     """Per event type with undelivered events; an empty list when everything was published."""
     return [OutboxBacklog(*row) for row in await conn.fetch(OUTBOX_STATUS)]
+
+
+async def outbox_backlog(conn: Connection) -> tuple[int, int, float]:
+    """Pending events, dead-lettered events, and the age in seconds of the oldest pending one (0: none)."""
+    row = await conn.fetchrow(OUTBOX_BACKLOG)
+    assert row is not None
+    return int(row[0]), int(row[1]), float(row[2])

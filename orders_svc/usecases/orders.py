@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from .. import errors, states
 from ..db import Connection, Pool, connection
 from ..errors import ApiError
+from ..observability import metrics
 from ..pagination import encode_cursor
 from ..queries import idempotency, stock
 from ..queries import orders as queries
@@ -199,6 +200,7 @@ async def _transitioned(
     connection, which sees at least the change that made the UPDATE miss (each statement takes a new
     snapshot, inside a transaction too)."""
     if row is not None:
+        metrics.transition(transition)
         return order_reply(row, items=await _items_of(conn, row))
     current = await queries.select_order(conn, target.tenant_id, target.order_id)
     if current is None:
