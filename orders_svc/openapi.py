@@ -88,14 +88,15 @@ def _success(op: Operation) -> dict[str, Any]:
     if op.response is None:
         return {str(op.status): {"description": "OK", "content": {op.content_type: {"schema": {}}}}}
     headers: dict[str, Any] = {"X-Request-ID": _REQUEST_ID}
-    if op.path_params or op.status == 201:  # one resource: its version
+    versioned = "version" in getattr(op.response, "__struct_fields__", ())
+    if versioned and (op.path_params or op.status == 201):  # one resource: its version
         headers["ETag"] = _ETAG
     if op.idempotency_key is not None:
         headers["Idempotent-Replayed"] = _REPLAYED
     if op.status == 201:
-        location = f"^{op.path}/{_UUID_PATH}$"
+        location = f"^{op.location or op.path}/{_UUID_PATH}$"
         headers["Location"] = _header(
-            f"{op.path}/{{id}} of the created resource", {"pattern": location}, True
+            f"{op.location or op.path}/{{id}} of the created resource", {"pattern": location}, True
         )
     content = {JSON: {"schema": _ref(op.response.__name__)}}
     responses = {str(op.status): {"description": op.summary, "content": content, "headers": headers}}

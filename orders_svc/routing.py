@@ -29,6 +29,7 @@ _PARAM = re.compile(r"{([a-z_]+)}")
 PATH_PARAMS: dict[str, Problem] = {
     "order_id": errors.ORDER_NOT_FOUND,
     "product_id": errors.PRODUCT_NOT_FOUND,
+    "payment_id": errors.PAYMENT_NOT_FOUND,
 }
 
 
@@ -72,6 +73,9 @@ class Operation:
     fingerprint_path: str | None = None
     description: str = ""
     content_type: str = "application/json"
+    # Checks the raw body before it is decoded (a webhook's signature), raising from the catalogue.
+    verify: Callable[[Request, bytes], None] | None = None
+    location: str | None = None  # where a 201 points when not below `path`, e.g. "/payments"
 
     @property
     def path_params(self) -> list[str]:
@@ -136,6 +140,7 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
     fingerprinted = op.fingerprint_path or op.path
     handler = op.handler
     roles = op.roles
+    verify = op.verify
 
     async def run(request: Request) -> Response:
         call = Call(request)
@@ -156,6 +161,8 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
         raw = b""
         if decoder is not None:
             raw = await read_body(request)
+            if verify is not None:
+                verify(request, raw)
             call.body = decode(decoder, raw, empty)
         if op.idempotency_key is not None:
             key = single_header(request.headers, "Idempotency-Key")

@@ -3,7 +3,7 @@
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -164,6 +164,41 @@ class Product(Base):
 class ProductPage(Base):
     items: list[Product]
     next_cursor: Annotated[str, Meta(description="Opaque; pass back as ?cursor=")] | None
+
+
+PaymentStatus = Literal["pending", "succeeded", "failed"]
+FailureReason = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
+
+
+class Payment(Base):
+    id: uuid.UUID
+    order_id: uuid.UUID
+    tenant_id: str
+    amount_cents: Annotated[int, Meta(ge=1, le=2**31 - 1)]
+    status: PaymentStatus
+    failure_reason: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class OrderPayments(Base):
+    """An order's payments, newest first (at most one is pending or succeeded)."""
+
+    items: list[Payment]
+
+
+class SettlementData(msgspec.Struct, rename="camel"):
+    payment_id: uuid.UUID
+    amount_cents: Annotated[Cents, Meta(description="The amount settled; must be the payment's")]
+    failure_reason: FailureReason | None = None
+
+
+class PaymentWebhook(msgspec.Struct, rename="camel"):
+    """A provider's settlement. Fields this service does not read (a `timestamp`, say) are let through: the
+    provider's payload may grow without its deliveries being refused."""
+
+    type: Literal["payment.succeeded", "payment.failed"]
+    data: SettlementData
 
 
 class Error(msgspec.Struct, omit_defaults=True):

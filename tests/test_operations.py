@@ -176,6 +176,7 @@ MIGRATIONS = [
     "0006_order_cancel",
     "0007_products",
     "0008_outbox_wakeup",
+    "0009_payments",
 ]
 
 

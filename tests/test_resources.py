@@ -106,6 +106,11 @@ GLOBAL_BLOCKS = {
     "bound_lock_wait": "a setting of the relay's own transaction; reads no table",
     "purge_expired_idempotency_keys": "housekeeping: purges expired keys of every tenant",
     "expire_reservations": "housekeeping: cancels the expired reservations of every tenant",
+    "claim_webhook_delivery": "the provider's webhook names a payment, not a tenant; later statements take "
+    "the tenant from the payment it locked",
+    "select_webhook_delivery": "the provider's delivery ids hold no tenant data",
+    "answer_webhook_delivery": "the provider's delivery ids hold no tenant data",
+    "purge_webhook_deliveries": "housekeeping: purges the provider's old delivery ids",
 }
 
 
