@@ -186,3 +186,10 @@ WHERE id IN (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 );
+
+-- name: select_payment_amount
+-- The amount of payment $1, across tenants: what the fake provider (orders-svc fake-provider settle) was
+-- asked for, when its command line does not say.
+SELECT amount_cents
+FROM payments
+WHERE id = $1;

@@ -111,6 +111,7 @@ GLOBAL_BLOCKS = {
     "select_webhook_delivery": "the provider's delivery ids hold no tenant data",
     "answer_webhook_delivery": "the provider's delivery ids hold no tenant data",
     "purge_webhook_deliveries": "housekeeping: purges the provider's old delivery ids",
+    "select_payment_amount": "the fake provider (standing in for the payment provider) looks a payment up",
 }
 
 
