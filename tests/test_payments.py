@@ -157,3 +157,29 @@ async def test_a_paid_order_closes_and_cannot_be_cancelled(client, db, tenant):
         "orders.closed",
     ]
     assert await stock_of(db, product) == 8  # a paid, closed order keeps its stock taken
+
+
+async def test_an_orders_payments_are_read_through_the_order_and_payment_indexes(
+    fresh_db, fresh_database_url
+):
+    from test_item_plans import explain
+
+    from orders_svc.queries import payments as queries
+
+    tenant = "t-plans"
+    await fresh_db.execute(
+        "INSERT INTO orders (id, tenant_id, status, total_cents, created_at, updated_at) "
+        "SELECT gen_random_uuid(), $1, 'confirmed', 100, now(), now() FROM generate_series(1, 20000)",
+        tenant,
+    )
+    await fresh_db.execute(
+        "INSERT INTO payments (id, tenant_id, order_id, status, amount_cents, created_at, updated_at) "
+        "SELECT gen_random_uuid(), tenant_id, id, 'pending', 100, now(), now() FROM orders "
+        "WHERE tenant_id = $1",
+        tenant,
+    )
+    await fresh_db.execute("ANALYZE")
+    order_id = await fresh_db.fetchval("SELECT id FROM orders LIMIT 1")
+    plan = await explain(fresh_database_url, queries.LIST_ORDER_PAYMENTS, (tenant, order_id))
+    assert not [n for n in plan if n["Node Type"] == "Seq Scan"], plan
+    assert {"orders_pkey", "payments_tenant_order_idx"} <= {n.get("Index Name") for n in plan}, plan
