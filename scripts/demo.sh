@@ -77,29 +77,34 @@ call PATCH "/products/$PRODUCT" -H 'X-Roles: admin' -H 'If-Match: "1"' -d '{"pri
 call POST "/products/$PRODUCT/stock" -H 'X-Roles: admin' -H "Idempotency-Key: $KEY-s" -d '{"delta": 5}'
 call POST "/products/$PRODUCT/stock" -H 'X-Roles: admin' -H "Idempotency-Key: $KEY-s2" -d '{"delta": -100}'
 
-echo; echo "## 12. Payments: an order of 2 mugs (stock 15 -> 13), confirmed, paid by the provider's webhook, closed"
 # The fake provider signs with the first of ORDERS_WEBHOOK_SECRETS: the service must have the same.
 PROVIDER=${ORDERS_SVC:-orders-svc}
-call POST /orders -H "Idempotency-Key: $KEY-o1" -d "{\"items\": [{\"productId\": \"$PRODUCT\", \"quantity\": 2}]}"
-PAID=$(field id)
-call PATCH "/orders/$PAID/confirm" -H 'If-Match: "1"' -d '{}'
-call POST "/orders/$PAID/payments" -H "Idempotency-Key: $KEY-pay1"
-PAYMENT=$(field id)
-AMOUNT=$(field amountCents)
-printf '\n%s$ %s%s\n' "$BOLD" "orders-svc fake-provider settle $PAYMENT --outcome succeeded --amount $AMOUNT" "$PLAIN"
-$PROVIDER fake-provider settle "$PAYMENT" --outcome succeeded --amount "$AMOUNT" --url "$BASE_URL/webhooks/payments"
-call GET "/orders/$PAID"
-call POST "/orders/$PAID/close" -H 'If-Match: "3"'
+
+# order_and_pay NAME QUANTITY: an order of QUANTITY mugs, confirmed, its payment asked for (ORDER, PAYMENT).
+order_and_pay() {
+  call POST /orders -H "Idempotency-Key: $KEY-$1" -d "{\"items\": [{\"productId\": \"$PRODUCT\", \"quantity\": $2}]}"
+  ORDER=$(field id)
+  call PATCH "/orders/$ORDER/confirm" -H 'If-Match: "1"' -d '{}'
+  call POST "/orders/$ORDER/payments" -H "Idempotency-Key: $KEY-$1-pay"
+  PAYMENT=$(field id)
+  AMOUNT=$(field amountCents)
+}
+
+# settle OUTCOME: the provider's signed webhook for PAYMENT.
+settle() {
+  printf '\n%s$ %s%s\n' "$BOLD" "orders-svc fake-provider settle $PAYMENT --outcome $1 --amount $AMOUNT" "$PLAIN"
+  $PROVIDER fake-provider settle "$PAYMENT" --outcome "$1" --amount "$AMOUNT" --url "$BASE_URL/webhooks/payments"
+}
+
+echo; echo "## 12. Payments: an order of 2 mugs (stock 15 -> 13), confirmed, paid by the provider's webhook, closed"
+order_and_pay paid 2
+settle succeeded
+call GET "/orders/$ORDER"
+call POST "/orders/$ORDER/close" -H 'If-Match: "3"'
 
 echo; echo "## 13. A failed payment cancels its order and gives its stock back (13 -> 10 -> 13)"
-call POST /orders -H "Idempotency-Key: $KEY-o2" -d "{\"items\": [{\"productId\": \"$PRODUCT\", \"quantity\": 3}]}"
-FAILED=$(field id)
-call PATCH "/orders/$FAILED/confirm" -H 'If-Match: "1"' -d '{}'
-call POST "/orders/$FAILED/payments" -H "Idempotency-Key: $KEY-pay2"
-PAYMENT=$(field id)
-AMOUNT=$(field amountCents)
-printf '\n%s$ %s%s\n' "$BOLD" "orders-svc fake-provider settle $PAYMENT --outcome failed --amount $AMOUNT" "$PLAIN"
-$PROVIDER fake-provider settle "$PAYMENT" --outcome failed --amount "$AMOUNT" --url "$BASE_URL/webhooks/payments"
-call GET "/orders/$FAILED/payments"
-call GET "/orders/$FAILED"
+order_and_pay failed 3
+settle failed
+call GET "/orders/$ORDER/payments"
+call GET "/orders/$ORDER"
 call GET "/products/$PRODUCT"
