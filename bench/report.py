@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import psycopg
 from options import BENCH, Options
+from payments import TARGET_WEBHOOK_RPS
 from sampling import Result
 from scenarios import (
     DEEP_ORDERS,
@@ -155,6 +156,9 @@ class Report:
                 ratio = f"{value:.2f}"
                 target = f"≥ {TARGET_ITEMS_VS_CREATE:.2f} of create; " + target
                 met = met and value >= TARGET_ITEMS_VS_CREATE
+            elif key == "webhook":
+                target = f"≥ {TARGET_WEBHOOK_RPS:,} req/s; " + target
+                met = met and r.rps >= TARGET_WEBHOOK_RPS
             elif key == "hot_product":
                 if (hot_sql := self.sql.get("hot_product")) is not None:
                     baseline = f"pgbench {hot_sql.name} {fmt_rps(hot_sql.rps)} tps"

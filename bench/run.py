@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))  # servers.py, shared with the tests
 
+import payments
 from options import RESULTS, Options, parse_args
 from report import Report, machine
 from sampling import Result, Sampler, find_pgbench, find_wrk, run_pgbench, run_wrk
@@ -204,10 +205,17 @@ def measure(run: Run) -> None:
     vacuum(dsn)
     for write in WRITES:
         run.http(write.key, write.script, [*run.walk(write.key), *write.args])
+    step("seeding confirmed orders and pending payments")
+    run.seed("pay", per_thread, "confirmed")
+    run.http("pay", "pay.lua", run.walk("pay"))
+    deliveries = run.workdir / "webhook-"
+    payments.seed_pending_payments(dsn, "bench-webhook-", options.threads, per_thread, deliveries)
+    run.http("webhook", "webhook.lua", [str(deliveries)])
     run.sampler.stop()
     report.peak_rss = run.sampler.peak_rss
     report.peak_total_rss = run.sampler.peak_total_rss
     report.checks.extend(verify_writes(dsn, report.http))
+    report.checks.extend(payments.verify_payments(dsn, report.http))
 
 
 def step(message: str) -> None:

@@ -97,6 +97,8 @@ LABELS = {
     "hot_product": "POST /orders, 1 item of one product every connection buys",
     "replay": "POST /orders (replayed create)",
     **{write.key: write.label for write in WRITES},
+    "pay": "POST /orders/{id}/payments",
+    "webhook": "POST /webhooks/payments (valid, signed)",
     "get": "GET /orders/{id}",
     "list_first": "GET /orders (first page)",
     "list_deep": f"GET /orders?cursor= (row {DEEP_POSITION + 1:,} of {DEEP_ORDERS:,})",

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import payments
 import psutil
 import psycopg
 from options import Options
@@ -45,7 +46,7 @@ def fresh_database() -> Iterator[str]:
 def service(options: Options, dsn: str, log_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`orders-svc serve --migrate` on DATABASE_URL=dsn; yields its base URL once /readyz answers."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": dsn}
+    env = {**os.environ, "DATABASE_URL": dsn, "ORDERS_WEBHOOK_SECRETS": payments.SECRET}
     if options.pool_max is not None:
         env["ORDERS_POOL_MAX"] = str(options.pool_max)
     if options.log_level is not None:

@@ -1,5 +1,5 @@
 -- The trace of the request that wrote each outbox event, for the relay to send on as the message's traceparent.
--- depends: 0008_outbox_wakeup
+-- depends: 0009_payments
 
 -- The column defaults to the session setting `orders.traceparent`, which a traced write sets on its connection
 -- (sql/outbox.sql, set_outbox_traceparent) before its statements run: every statement inserting events picks it

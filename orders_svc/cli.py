@@ -375,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     _command(
         commands, "config", "List the environment variables the service reads, with defaults.", show_config
     )
+    from .fake_provider import add_commands
+
+    add_commands(commands, _command)
     return parser
 
 

@@ -107,6 +107,18 @@ BAD_AUTHORIZATION = Problem(401, "Authorization must be 'Bearer <JWT>'", headers
 TOKEN_WITHOUT_TENANT = Problem(401, "the token has no string tenant_id claim", headers=CHALLENGE)
 TOKEN_EXPIRED = Problem(401, "the token has expired", headers=CHALLENGE)
 TOKEN_INVALID = Problem(401, "the token is not a valid JWT", headers=CHALLENGE)
+# The provider's webhook (Standard Webhooks signature): nothing is read or changed before it passes.
+WEBHOOK_HEADERS_MISSING = Problem(
+    401,
+    "send webhook-id (1-255 visible ASCII characters), webhook-timestamp (Unix seconds), webhook-signature",
+    "webhook_headers_missing",
+)
+WEBHOOK_TIMESTAMP_OUT_OF_TOLERANCE = Problem(
+    401, "webhook-timestamp is more than 300 s away from now", "webhook_timestamp_out_of_tolerance"
+)
+WEBHOOK_SIGNATURE_MISMATCH = Problem(
+    401, "no webhook-signature entry matches a configured secret", "webhook_signature_mismatch"
+)
 TENANT_MISMATCH = Problem(403, "X-Tenant-Id does not match the token's tenant")
 BODY_TENANT_MISMATCH = Problem(403, "tenantId in the body does not match the caller's tenant")
 ROLE_REQUIRED = Problem(
@@ -119,6 +131,7 @@ ROLE_REQUIRED = Problem(
 # 404
 ORDER_NOT_FOUND = Problem(404, "order not found")
 PRODUCT_NOT_FOUND = Problem(404, "product not found")
+PAYMENT_NOT_FOUND = Problem(404, "payment not found")
 # 409: the request is valid, the resource's state refuses it.
 STALE_VERSION = Problem(409, "stale version", "stale_version", ("currentVersion",))
 INVALID_TRANSITION = Problem(
@@ -138,6 +151,23 @@ REQUEST_IN_PROGRESS = Problem(
     headers=RETRY_SOON,
 )
 SKU_TAKEN = Problem(409, "another product of this tenant has this sku", "sku_taken")
+PAYMENT_EXISTS = Problem(
+    409, "the order already has a pending or succeeded payment", "payment_exists", ("paymentId",)
+)
+PAYMENT_SETTLED = Problem(
+    409,
+    "the payment has already {currentStatus}",
+    "payment_settled",
+    ("currentStatus",),
+    summary="The payment was already settled the other way",
+)
+AMOUNT_MISMATCH = Problem(
+    422,
+    "amountCents must be the payment's amount, {expectedAmountCents}",
+    "amount_mismatch",
+    ("expectedAmountCents",),
+    summary="The settled amount differs from the payment's",
+)
 # Orders with items: the catalogue and its stock.
 UNKNOWN_PRODUCT = Problem(
     422, "product {productId} is not in the catalogue", "unknown_product", ("productId",)

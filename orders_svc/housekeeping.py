@@ -1,5 +1,5 @@
-"""Housekeeping: expired idempotency keys and long-published outbox rows deleted, expired stock reservations
-cancelled, in small batches."""
+"""Housekeeping: expired idempotency keys, long-published outbox rows and old webhook delivery ids deleted,
+expired stock reservations cancelled, in small batches."""
 
 import logging
 from collections.abc import Awaitable, Callable
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from .db import Connection, Database, create_pool
-from .queries import idempotency, outbox, stock
+from .queries import idempotency, outbox, payments, stock
 from .settings import Settings
 
 log = logging.getLogger("orders_svc.housekeeping")
@@ -18,6 +18,7 @@ class Purged(NamedTuple):
     idempotency_keys: int
     outbox_events: int
     expired_reservations: int = 0
+    webhook_deliveries: int = 0
 
 
 async def purge(pool: Database, settings: Settings) -> Purged:
@@ -31,8 +32,13 @@ async def purge(pool: Database, settings: Settings) -> Purged:
         pool, batch, lambda conn: outbox.purge_published_outbox(conn, settings.outbox_retention, batch)
     )
     expired = await expire_reservations(pool, batch)
-    purged = Purged(keys, events, expired)
-    if keys or events or expired:
+    # A delivery id is remembered past the provider's retries (ORDERS_WEBHOOK_RETENTION_HOURS): a retry
+    # arriving after the purge would be processed again, and find its payment settled already (200 or 409).
+    deliveries = await _drain(
+        pool, batch, lambda conn: payments.purge_webhook_deliveries(conn, settings.webhook_retention, batch)
+    )
+    purged = Purged(keys, events, expired, deliveries)
+    if any(purged):
         log.info("purged", extra=purged._asdict())
     return purged
 

@@ -71,7 +71,11 @@ _IDEMPOTENCY_KEY = {
     "example": "checkout-7f3c2a91",
 }
 _PATH_ID = {"in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-_PATH_EXAMPLES = {"order_id": str(EXAMPLE_ORDER_ID), "product_id": str(EXAMPLE_PRODUCT_ID)}
+_PATH_EXAMPLES = {
+    "order_id": str(EXAMPLE_ORDER_ID),
+    "product_id": str(EXAMPLE_PRODUCT_ID),
+    "payment_id": "0195f2c5-0a1b-7c2d-8e3f-4a5b6c7d8e9f",
+}
 # Operations by resource (a tenant's orders, the catalogue), then the service's own, which need no tenant.
 TAGS = [
     {
@@ -88,7 +92,7 @@ TAGS = [
 _UNTYPED_EXAMPLES = {
     JSON: {"openapi": "3.1.0", "info": {"title": "orders-svc", "version": __version__}, "paths": {}},
     "text/html": '<!doctype html><html lang="en">…</html>',
-    "text/plain": '# TYPE http_server_active_requests gauge\nhttp_server_active_requests 1.0\n',
+    "text/plain": "# TYPE http_server_active_requests gauge\nhttp_server_active_requests 1.0\n",
 }
 # What fills the catalogue's message templates in the error examples.
 _EXAMPLE_FIELDS: dict[str, Any] = {
@@ -139,14 +143,15 @@ def _success(op: Operation) -> dict[str, Any]:
         media = {"schema": schema, "example": _UNTYPED_EXAMPLES[op.content_type]}
         return {str(op.status): {"description": op.summary, "content": {op.content_type: media}}}
     headers: dict[str, Any] = {"X-Request-ID": _REQUEST_ID}
-    if op.path_params or op.status == 201:  # one resource: its version
+    versioned = "version" in getattr(op.response, "__struct_fields__", ())
+    if versioned and (op.path_params or op.status == 201):  # one resource: its version
         headers["ETag"] = _ETAG
     if op.idempotency_key is not None:
         headers["Idempotent-Replayed"] = _REPLAYED
     if op.status == 201:
-        location = f"^{op.path}/{_UUID_PATH}$"
+        location = f"^{op.location or op.path}/{_UUID_PATH}$"
         headers["Location"] = _header(
-            f"{op.path}/{{id}} of the created resource", {"pattern": location}, True
+            f"{op.location or op.path}/{{id}} of the created resource", {"pattern": location}, True
         )
     example = op.response_example if op.response_example is not None else EXAMPLES[op.response]
     content = {JSON: {"schema": _ref(op.response.__name__), "example": _example(example)}}

@@ -18,7 +18,7 @@ from .settings import Settings, SettingsError, masked_url
 log = logging.getLogger("orders_svc.relay")
 
 STREAM = "ORDERS"
-STREAM_SUBJECTS = ["orders.>"]
+STREAM_SUBJECTS = ["orders.>", "payments.>"]
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 # JetStream's answer while an earlier publish of the same Nats-Msg-Id awaits its quorum (a stream that lost
 # its quorum keeps such proposals): that copy may yet be stored, so this is the broker being unavailable.
@@ -198,6 +198,12 @@ class NatsPublisher:
             log.info(
                 "stream created", extra={"stream": STREAM, "subjects": STREAM_SUBJECTS, "replicas": replicas}
             )
+        missing = [subject for subject in STREAM_SUBJECTS if subject not in (info.config.subjects or [])]
+        if missing:
+            # A stream created by an older release (orders.> only): the new event types need their subjects.
+            subjects = [*(info.config.subjects or []), *missing]
+            info = await self._js.update_stream(config=info.config, subjects=subjects)
+            log.info("stream subjects added", extra={"stream": STREAM, "subjects": missing})
         self.replicas = info.config.num_replicas or 1
         self.duplicate_window = timedelta(seconds=info.config.duplicate_window or DEFAULT_DUPLICATE_WINDOW)
         if self.replicas < replicas:

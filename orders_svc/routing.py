@@ -29,6 +29,7 @@ _PARAM = re.compile(r"{([a-z_]+)}")
 PATH_PARAMS: dict[str, Problem] = {
     "order_id": errors.ORDER_NOT_FOUND,
     "product_id": errors.PRODUCT_NOT_FOUND,
+    "payment_id": errors.PAYMENT_NOT_FOUND,
 }
 
 
@@ -75,6 +76,9 @@ class Operation:
     # The success body's example in the OpenAPI document, when its type's own (schemas.EXAMPLES) does not
     # fit this operation: a confirm answers a confirmed order.
     response_example: Any = None
+    # Checks the raw body before it is decoded (a webhook's signature), raising from the catalogue.
+    verify: Callable[[Request, bytes], None] | None = None
+    location: str | None = None  # where a 201 points when not below `path`, e.g. "/payments"
 
     @property
     def path_params(self) -> list[str]:
@@ -139,6 +143,7 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
     fingerprinted = op.fingerprint_path or op.path
     handler = op.handler
     roles = op.roles
+    verify = op.verify
 
     async def run(request: Request) -> Response:
         call = Call(request)
@@ -161,6 +166,8 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
         raw = b""
         if decoder is not None:
             raw = await read_body(request)
+            if verify is not None:
+                verify(request, raw)
             call.body = decode(decoder, raw, empty)
         if op.idempotency_key is not None:
             key = single_header(request.headers, "Idempotency-Key")

@@ -3,7 +3,7 @@
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -166,6 +166,41 @@ class ProductPage(Base):
     next_cursor: Annotated[str, Meta(description="Opaque; pass back as ?cursor=")] | None
 
 
+PaymentStatus = Literal["pending", "succeeded", "failed"]
+FailureReason = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
+
+
+class Payment(Base):
+    id: uuid.UUID
+    order_id: uuid.UUID
+    tenant_id: str
+    amount_cents: Annotated[int, Meta(ge=1, le=2**31 - 1)]
+    status: PaymentStatus
+    failure_reason: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class OrderPayments(Base):
+    """An order's payments, newest first (at most one is pending or succeeded)."""
+
+    items: list[Payment]
+
+
+class SettlementData(msgspec.Struct, rename="camel"):
+    payment_id: uuid.UUID
+    amount_cents: Annotated[Cents, Meta(description="The amount settled; must be the payment's")]
+    failure_reason: FailureReason | None = None
+
+
+class PaymentWebhook(msgspec.Struct, rename="camel"):
+    """A provider's settlement. Fields this service does not read (a `timestamp`, say) are let through: the
+    provider's payload may grow without its deliveries being refused."""
+
+    type: Literal["payment.succeeded", "payment.failed"]
+    data: SettlementData
+
+
 class Error(msgspec.Struct, omit_defaults=True):
     code: str
     message: str
@@ -203,6 +238,7 @@ _CREATED_AT = "2026-11-22T03:50:10.123456Z"
 _STEPS = {
     OrderStatus.DRAFT: (1, None, None),
     OrderStatus.CONFIRMED: (2, 4999, "2026-11-22T03:51:02.654321Z"),
+    OrderStatus.PAID: (3, 4999, "2026-11-22T03:52:17.204816Z"),
     OrderStatus.CLOSED: (3, 4999, "2026-11-22T04:02:45.000918Z"),
     OrderStatus.CANCELLED: (3, 4999, "2026-11-22T04:02:45.000918Z"),
 }
@@ -219,6 +255,17 @@ def example_order(
 
 _EXAMPLE_PRODUCT = Product(
     EXAMPLE_PRODUCT_ID, EXAMPLE_TENANT, "mug-blue", "Blue mug", 1250, 40, True, 1, _CREATED_AT, _CREATED_AT
+)
+
+_EXAMPLE_PAYMENT = Payment(
+    uuid.UUID("0195f2c5-0a1b-7c2d-8e3f-4a5b6c7d8e9f"),
+    EXAMPLE_ORDER_ID,
+    EXAMPLE_TENANT,
+    4999,
+    "pending",
+    None,
+    "2026-11-22T03:51:30.000412Z",
+    "2026-11-22T03:51:30.000412Z",
 )
 
 EXAMPLES: dict[type, msgspec.Struct] = {
@@ -245,4 +292,9 @@ EXAMPLES: dict[type, msgspec.Struct] = {
     StockChange: StockChange(delta=25),
     Product: _EXAMPLE_PRODUCT,
     ProductPage: ProductPage(items=[_EXAMPLE_PRODUCT], next_cursor=None),
+    Payment: _EXAMPLE_PAYMENT,
+    OrderPayments: OrderPayments(items=[_EXAMPLE_PAYMENT]),
+    PaymentWebhook: PaymentWebhook(
+        type="payment.succeeded", data=SettlementData(payment_id=_EXAMPLE_PAYMENT.id, amount_cents=4999)
+    ),
 }

@@ -157,6 +157,16 @@ def _rate(text: str) -> Rate:
     return Rate(requests, seconds, int(burst) if burst else requests)
 
 
+def _webhook_secrets(raw: str) -> tuple[bytes, ...]:
+    from .signatures import BadSecret, decode_secret
+
+    secrets = [part.strip() for part in raw.split(",") if part.strip()]
+    try:
+        return tuple(decode_secret(secret) for secret in secrets)
+    except BadSecret as exc:
+        raise SettingsError(f"ORDERS_WEBHOOK_SECRETS: {exc} (whsec_<base64 of 24-64 bytes>)") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str | None = env(
@@ -354,6 +364,23 @@ class Settings:
         None,
         "CA bundle that verifies the NATS servers' TLS certificates",
         to=Path,
+    )
+    webhook_secrets: tuple[bytes, ...] | None = env(
+        "ORDERS_WEBHOOK_SECRETS",
+        str | None,
+        None,
+        "Standard Webhooks secrets (whsec_<base64>, comma-separated: several during a rotation) that sign "
+        "the payment provider's POST /webhooks/payments; unset: every delivery is refused (401)",
+        to=_webhook_secrets,
+        secret=True,
+    )
+    webhook_retention: timedelta = env(
+        "ORDERS_WEBHOOK_RETENTION_HOURS",
+        between(1, 87_600),
+        168,
+        "Webhook delivery ids are remembered (a retry answered, not processed again) this long, then purged; "
+        "keep it past the provider's retry schedule (about 3 days for Standard Webhooks senders)",
+        to=_hours,
     )
     outbox_retention: timedelta = env(
         "ORDERS_OUTBOX_RETENTION_HOURS",

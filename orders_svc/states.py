@@ -12,6 +12,7 @@ from typing import NamedTuple
 class OrderStatus(StrEnum):
     DRAFT = "draft"
     CONFIRMED = "confirmed"
+    PAID = "paid"
     CLOSED = "closed"
     CANCELLED = "cancelled"
 
@@ -28,10 +29,12 @@ def _transition(action: str, sources: set[OrderStatus], target: OrderStatus) -> 
 
 S = OrderStatus
 CONFIRM = _transition("confirm", {S.DRAFT}, S.CONFIRMED)
-CLOSE = _transition("close", {S.CONFIRMED}, S.CLOSED)
+# By a payment's success (POST /webhooks/payments); a payment's failure cancels a confirmed order (CANCEL).
+PAY = _transition("pay", {S.CONFIRMED}, S.PAID)
+CLOSE = _transition("close", {S.CONFIRMED, S.PAID}, S.CLOSED)
 CANCEL = _transition("cancel", {S.DRAFT, S.CONFIRMED}, S.CANCELLED)
 
-TRANSITIONS = (CONFIRM, CLOSE, CANCEL)
+TRANSITIONS = (CONFIRM, PAY, CLOSE, CANCEL)
 INITIAL = S.DRAFT
 # States no transition leaves.
 FINAL = frozenset(S) - {source for t in TRANSITIONS for source in t.sources}

@@ -84,7 +84,38 @@ ITEMS=$(field id)
 echo; echo "## 13. More than the stock left: 409 insufficient_stock naming the line and what is available"
 call POST /orders -H "Idempotency-Key: $KEY-i2" -d "{\"items\": [{\"productId\": \"$PRODUCT\", \"quantity\": 50}]}"
 
-echo; echo "## 14. Confirm with {} (the total is the items'), then cancel: the 2 units go back to the stock"
+echo; echo "## 14. Confirm with {} (the total is the items'), then cancel: the 2 units go back to the stock (15)"
 call PATCH "/orders/$ITEMS/confirm" -H 'If-Match: "1"' -d '{}'
 call POST "/orders/$ITEMS/cancel" -d '{"reason": "out of budget"}'
+
+# The fake provider signs with the first of ORDERS_WEBHOOK_SECRETS: the service must have the same.
+PROVIDER=${ORDERS_SVC:-orders-svc}
+
+# order_and_pay NAME QUANTITY: an order of QUANTITY mugs, confirmed, its payment asked for (ORDER, PAYMENT).
+order_and_pay() {
+  call POST /orders -H "Idempotency-Key: $KEY-$1" -d "{\"items\": [{\"productId\": \"$PRODUCT\", \"quantity\": $2}]}"
+  ORDER=$(field id)
+  call PATCH "/orders/$ORDER/confirm" -H 'If-Match: "1"' -d '{}'
+  call POST "/orders/$ORDER/payments" -H "Idempotency-Key: $KEY-$1-pay"
+  PAYMENT=$(field id)
+  AMOUNT=$(field amountCents)
+}
+
+# settle OUTCOME: the provider's signed webhook for PAYMENT.
+settle() {
+  printf '\n%s$ %s%s\n' "$BOLD" "orders-svc fake-provider settle $PAYMENT --outcome $1 --amount $AMOUNT" "$PLAIN"
+  $PROVIDER fake-provider settle "$PAYMENT" --outcome "$1" --amount "$AMOUNT" --url "$BASE_URL/webhooks/payments"
+}
+
+echo; echo "## 15. Payments: an order of 2 mugs (stock 15 -> 13), confirmed, paid by the provider's webhook, closed"
+order_and_pay paid 2
+settle succeeded
+call GET "/orders/$ORDER"
+call POST "/orders/$ORDER/close" -H 'If-Match: "3"'
+
+echo; echo "## 16. A failed payment cancels its order and gives its stock back (13 -> 10 -> 13)"
+order_and_pay failed 3
+settle failed
+call GET "/orders/$ORDER/payments"
+call GET "/orders/$ORDER"
 call GET "/products/$PRODUCT"

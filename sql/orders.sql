@@ -99,12 +99,12 @@ WHERE tenant_id = $1 AND id = $2 AND status = 'draft' AND ($3::int[] IS NULL OR 
 RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until;
 
 -- name: close_order
--- confirmed -> closed at $5 for order $2 of tenant $1 at a version in $3 (NULL = any), plus outbox event $4
--- orders.closed, atomically.
+-- confirmed | paid -> closed at $5 for order $2 of tenant $1 at a version in $3 (NULL = any), plus outbox event
+-- $4 orders.closed, atomically.
 WITH closed AS (
     UPDATE orders
     SET status = 'closed', version = version + 1, updated_at = greatest($5, updated_at)
-    WHERE tenant_id = $1 AND id = $2 AND status = 'confirmed'
+    WHERE tenant_id = $1 AND id = $2 AND status IN ('confirmed', 'paid')
       AND ($3::int[] IS NULL OR version = ANY ($3::int[]))
     RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
 ), event AS (

@@ -49,7 +49,13 @@ CONFIG = schemathesis.Config.from_dict(
                 # Malformed JSON on them is refused with 400, tested in test_errors.py.
                 "include-operation-id": ["create_order", "close_order", "cancel_order"],
                 "checks": {"negative_data_rejection": {"enabled": False}},
-            }
+            },
+            {
+                # No generated delivery carries a valid Standard Webhooks signature: 401 before anything else
+                # (the signed path is tested in test_webhooks.py).
+                "include-operation-id": ["receive_payment_webhook"],
+                "checks": {"positive_data_acceptance": {"expected-statuses": [401]}},
+            },
         ],
     }
 )

@@ -156,6 +156,7 @@ MIGRATIONS = [
     "0006_order_cancel",
     "0007_products",
     "0008_outbox_wakeup",
+    "0009_payments",
     "0010_outbox_traceparent",
 ]
 

@@ -4,6 +4,6 @@ A handler reads what its `Call` holds, calls one use case and returns its reply.
 table: app.py serves it and openapi.py documents it.
 """
 
-from . import operations, orders, products
+from . import operations, orders, payments, products
 
-OPERATIONS = (*orders.OPERATIONS, *products.OPERATIONS, *operations.OPERATIONS)
+OPERATIONS = (*orders.OPERATIONS, *payments.OPERATIONS, *products.OPERATIONS, *operations.OPERATIONS)

@@ -161,7 +161,7 @@ OPERATIONS = (
     order_change(
         "/orders/{order_id}/close",
         "close_order",
-        "Close a confirmed order and record its orders.closed event",
+        "Close a confirmed or paid order and record its orders.closed event",
         close_order,
         body=CloseOrder,
         response_example=example_order(OrderStatus.CLOSED),

@@ -165,7 +165,7 @@ async def confirm_order(
 
 
 async def close_order(pool: Pool, target: Target, idem: Idempotency | None) -> Reply:
-    """confirmed -> closed plus its orders.closed event, in one statement."""
+    """confirmed | paid -> closed plus its orders.closed event, in one statement."""
 
     async def close(conn: Connection) -> Reply:
         row = await queries.close_order(conn, target, uuid.uuid4(), datetime.now(UTC))
