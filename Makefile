@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the service with its dev tools (every target does this first)
 
+# The webhook secret `make run` and `make demo` share when ORDERS_WEBHOOK_SECRETS is not set: for trying the
+# payment flow on this machine only (a fixed, published value; never use it for a real provider).
+DEV_WEBHOOK_SECRETS := whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+run demo: export ORDERS_WEBHOOK_SECRETS ?= $(DEV_WEBHOOK_SECRETS)
+demo: export ORDERS_SVC ?= $(BIN)/orders-svc
+
 run: install ## Start the API on http://127.0.0.1:8000, on an embedded PostgreSQL unless DATABASE_URL is set (ARGS='--port 8080')
 	$(BIN)/orders-svc serve $(ARGS)
 
