@@ -94,6 +94,9 @@ class Problem:
 BAD_JSON = Problem(400, "request body is not valid JSON: {detail}", summary="The body is not valid JSON")
 BAD_HEADER_REPEATED = Problem(400, "send the {name} header once", summary="A single-valued header repeated")
 BAD_IF_MATCH = Problem(400, 'If-Match must be "*" or a list of versions such as "3"')
+IF_MATCH_TOO_LONG = Problem(
+    400, "If-Match lists at most {limit} versions", summary="If-Match lists over 64 versions"
+)
 BAD_IDEMPOTENCY_KEY = Problem(400, "Idempotency-Key must be 1-255 printable ASCII characters")
 IDEMPOTENCY_KEY_REQUIRED = Problem(400, "Idempotency-Key header is required")
 BAD_TENANT = Problem(400, "tenant id must be 1-64 characters of [A-Za-z0-9._:-]")

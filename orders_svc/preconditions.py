@@ -12,9 +12,10 @@ from . import errors
 _MEMBER = re.compile(r'[ \t]*(W/)?"?([0-9]{1,10})"?[ \t]*')
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 _MAX_VERSION = 2**31 - 1
+MAX_IF_MATCH_MEMBERS = 64  # a list names the versions a client has seen; more is not a client's need
 # The same grammars as whole-header patterns, for the OpenAPI document (a test holds each to its parser).
 _TAG = r'(W/)?("[0-9]{1,10}"|[0-9]{1,10})'
-IF_MATCH_PATTERN = rf"^[ \t]*(\*|{_TAG}([ \t]*,[ \t]*{_TAG})*)[ \t]*$"
+IF_MATCH_PATTERN = rf"^[ \t]*(\*|{_TAG}([ \t]*,[ \t]*{_TAG}){{0,{MAX_IF_MATCH_MEMBERS - 1}}})[ \t]*$"
 # 1-255 printable ASCII, or that inside one pair of double quotes (so `""` alone is refused).
 IDEMPOTENCY_KEY_PATTERN = r'^([ -~]|[ -!#-~][ -~]{0,254}|[ -~]{1,254}[ -!#-~]|"[ -~]{1,255}")$'
 
@@ -41,8 +42,11 @@ def parse_if_match(value: str) -> list[int] | None:
     """
     if value.strip(" \t") == "*":
         return None
+    members = value.split(",", MAX_IF_MATCH_MEMBERS)
+    if len(members) > MAX_IF_MATCH_MEMBERS:
+        raise errors.IF_MATCH_TOO_LONG.error(limit=MAX_IF_MATCH_MEMBERS)
     versions: list[int] = []
-    for member in value.split(","):
+    for member in members:
         match = _MEMBER.fullmatch(member)
         if match is None or member.count('"') not in (0, 2):
             raise errors.BAD_IF_MATCH.error()

@@ -287,3 +287,16 @@ async def test_an_expired_confirm_key_is_taken_over_by_the_next_request_with_it(
     await assert_unchanged(db, second_id, version=2, status="confirmed")
     row = await order_row(db, first_id)
     assert row is not None and (row["version"], row["total_cents"]) == (2, 10)
+
+
+async def test_an_if_match_list_longer_than_64_versions_is_400_before_any_work(client, tenant, db):
+    """A list header is bounded: a 10,000-member If-Match would be parsed, sent to the database as an array
+    and compared against, for nothing a client needs."""
+    order_id = await create_id(client, tenant)
+    many = ", ".join(f'"{n}"' for n in range(1, 66))
+    response = await confirm(client, tenant, order_id, if_match=many)
+    body = assert_error(response, 400, "bad_request")
+    assert "64" in body["message"]
+    assert (
+        await confirm(client, tenant, order_id, if_match=", ".join(f'"{n}"' for n in range(1, 65)))
+    ).status_code == 200

@@ -28,7 +28,7 @@ from ..writes import Reply
 # What every write that reads a JSON body and an Idempotency-Key may answer besides its own refusals.
 _BODY = (errors.BAD_JSON, BODY_TOO_LARGE, WRONG_SHAPE)
 _KEYED = (errors.BAD_IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_REUSED, REQUEST_IN_PROGRESS)
-_GUARDED = (errors.BAD_IF_MATCH, ORDER_NOT_FOUND, STALE_VERSION, INVALID_TRANSITION)
+_GUARDED = (errors.BAD_IF_MATCH, errors.IF_MATCH_TOO_LONG, ORDER_NOT_FOUND, STALE_VERSION, INVALID_TRANSITION)
 
 
 async def create_order(call: Call) -> Reply:

@@ -125,6 +125,7 @@ OPERATIONS = (
         description="Prices already copied into orders never change.",
         errors=(
             errors.BAD_IF_MATCH,
+            errors.IF_MATCH_TOO_LONG,
             PRODUCT_NOT_FOUND,
             STALE_VERSION,
             errors.IF_MATCH_REQUIRED,
