@@ -60,7 +60,7 @@ WITH wanted AS (
     UPDATE products AS p
     SET stock = p.stock - w.quantity, version = p.version + 1, updated_at = greatest($8, p.updated_at)
     FROM wanted AS w CROSS JOIN claim
-    WHERE p.tenant_id = $1 AND p.id = w.product_id
+    WHERE p.tenant_id = $1 AND p.id = ANY ($10::uuid[]) AND p.id = w.product_id
 ), placed AS (
     INSERT INTO orders (id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until)
     SELECT $6, $1, 'draft', 1, $15, $8, $8, $9 FROM claim

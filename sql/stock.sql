@@ -20,7 +20,7 @@ WITH returned AS (
 UPDATE products AS p
 SET stock = p.stock + r.quantity, version = p.version + 1, updated_at = greatest($3, p.updated_at)
 FROM returned AS r JOIN locked AS l ON l.id = r.product_id
-WHERE p.tenant_id = $1 AND p.id = l.id;
+WHERE p.tenant_id = $1 AND p.id = ANY (ARRAY(SELECT id FROM locked)) AND p.id = l.id;
 
 -- name: expire_reservations
 -- Housekeeping, across tenants: cancels up to $1 orders with lines still draft or confirmed whose reservation

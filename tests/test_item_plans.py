@@ -54,3 +54,30 @@ async def test_an_orders_lines_are_read_through_the_primary_key_and_due_reservat
     due = await explain(fresh_database_url, stock.EXPIRE_RESERVATIONS, (100, now))
     assert not [n for n in due if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "orders"], due
     assert "orders_reservation_due_idx" in {n.get("Index Name") for n in due}, due
+
+
+async def test_creating_an_order_with_items_reads_only_the_products_it_names(fresh_db, fresh_database_url):
+    """Every scan of products in the one-statement create is bounded by the ids asked for, however many
+    products the tenant has: not a walk over the tenant's catalogue."""
+    await fresh_db.execute(
+        "INSERT INTO products (id, tenant_id, sku, name, price_cents, stock, created_at, updated_at) "
+        "SELECT gen_random_uuid(), 't' || (n % 8), 'S' || n, 'N', 100, 1000, now(), now() "
+        "FROM generate_series(1, 20000) AS n"
+    )
+    await fresh_db.execute("ANALYZE products")
+    ids = [r["id"] for r in await fresh_db.fetch("SELECT id FROM products WHERE tenant_id = 't1' LIMIT 3")]
+    array = "{" + ",".join(str(i) for i in ids) + "}"
+    args = (
+        "t1", "k", "\\x00", "{}", "\\x7b7d", uuid.uuid4(), "1 hour", datetime.now(UTC), datetime.now(UTC),
+        array, "{1,1,1}", "{100,100,100}", "{S,S,S}", "{N,N,N}", 300,
+    )  # fmt: skip
+    nodes = await explain(fresh_database_url, orders.CREATE_ORDER_WITH_ITEMS, args)
+    scans = [
+        n for n in nodes if n.get("Relation Name") == "products" or "products" in n.get("Index Name", "")
+    ]
+    assert scans, nodes
+    for scan in scans:
+        condition = scan.get("Index Cond", "") + scan.get("Recheck Cond", "")
+        assert scan["Node Type"] != "Seq Scan", scan
+        if scan["Node Type"] in ("Index Scan", "Bitmap Heap Scan"):
+            assert "id = ANY" in condition, scan
