@@ -1,25 +1,13 @@
 """The statements orders with items add stay index scans (EXPLAIN of the exact statements, generic plans)."""
 
-import json
 import uuid
 from datetime import UTC, datetime
 
-import asyncpg
 from catalogue import add_product
-from test_migrations import plan_nodes, sql_literal
 
 from orders_svc.queries import orders, stock
 
-
-async def explain(dsn: str, statement: str, args: tuple[object, ...]) -> list[dict[str, object]]:
-    conn = await asyncpg.connect(dsn, server_settings={"plan_cache_mode": "force_generic_plan"})
-    try:
-        await conn.execute(f"PREPARE s AS {statement}")
-        literals = ", ".join(sql_literal(a) for a in args)
-        [plan] = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE s({literals})"))
-    finally:
-        await conn.close()
-    return plan_nodes(plan["Plan"])
+from plans import explain_one as explain
 
 
 async def test_an_orders_lines_are_read_through_the_primary_key_and_due_reservations_through_their_index(

@@ -3,9 +3,7 @@
 The schema is the migrations' alone (the service never creates it), and pages are keyset index range scans.
 """
 
-import json
 import uuid
-from datetime import datetime
 
 import asyncpg
 import pytest
@@ -16,6 +14,7 @@ from orders_svc.resources import migrations_dir
 
 from conftest import public_tables
 from conftest import test_settings as settings_for
+from plans import assert_keyset_range_scan, explain
 from support import app_client
 
 TABLES = {"orders", "outbox", "idempotency_keys"}
@@ -110,16 +109,6 @@ async def seed_orders(pool: asyncpg.Pool, tenant: str, count: int) -> None:
     await pool.execute("ANALYZE orders")
 
 
-def sql_literal(value: object) -> str:
-    if isinstance(value, int):
-        return str(value)
-    return "'" + (value.isoformat() if isinstance(value, datetime) else str(value)) + "'"
-
-
-def plan_nodes(plan: dict) -> list[dict]:
-    return [plan, *(node for child in plan.get("Plans", []) for node in plan_nodes(child))]
-
-
 @pytest.mark.parametrize("plan_cache_mode", ["auto", "force_generic_plan"])
 async def test_the_services_list_statements_are_index_range_scans_without_sort(
     fresh_db, fresh_database_url, plan_cache_mode
@@ -137,28 +126,12 @@ async def test_the_services_list_statements_are_index_range_scans_without_sort(
         "first": (queries.LIST_ORDERS_FIRST, (tenant, 11)),
         "after": (queries.LIST_ORDERS_AFTER, (tenant, middle["created_at"], middle["id"], 11)),
     }
-    conn = await asyncpg.connect(fresh_database_url, server_settings={"plan_cache_mode": plan_cache_mode})
-    try:
-        plans = {}
-        for name, (statement, args) in statements.items():
-            await conn.execute(f"PREPARE {name} AS {statement}")
-            # EXECUTE inside EXPLAIN takes no bind parameters: the (test-made) values go in as literals.
-            literals = ", ".join(sql_literal(a) for a in args)
-            plans[name] = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {name}({literals})")
-    finally:
-        await conn.close()
-    for name, text in plans.items():
-        [plan] = json.loads(text)
-        nodes = plan_nodes(plan["Plan"])
-        kinds = [node["Node Type"] for node in nodes]
-        assert not {"Sort", "Incremental Sort", "Seq Scan"} & set(kinds), (name, kinds)
-        [scan] = [node for node in nodes if node["Node Type"] == "Index Scan"]
-        assert scan["Index Name"] == "orders_tenant_keyset_idx", (name, scan)
-        condition = scan["Index Cond"]
-        assert "tenant_id" in condition, (name, condition)
-        if name == "after":
-            # The keyset position bounds the range scan itself; it is not a filter over rows walked past.
-            assert "ROW(created_at, id) < ROW(" in condition, condition
+    plans = await explain(fresh_database_url, statements, plan_cache_mode)
+    for name, nodes in plans.items():
+        scan = assert_keyset_range_scan(
+            name, nodes, "orders_tenant_keyset_idx", {"Sort", "Incremental Sort", "Seq Scan"}
+        )
+        if name == "after":  # the keyset position is not a filter over rows walked past
             assert "Filter" not in scan, scan
 
 

@@ -162,9 +162,9 @@ async def test_a_paid_order_closes_and_cannot_be_cancelled(client, db, tenant):
 async def test_an_orders_payments_are_read_through_the_order_and_payment_indexes(
     fresh_db, fresh_database_url
 ):
-    from test_item_plans import explain
-
     from orders_svc.queries import payments as queries
+
+    from plans import explain_one as explain
 
     tenant = "t-plans"
     await fresh_db.execute(

@@ -1,16 +1,16 @@
 """GET /products is a keyset index range scan on products_tenant_keyset_idx, with or without ?active=, under
 the generic plans the service's sessions use; its statements are keyset pages in the SQL itself."""
 
-import json
 import uuid
 
 import asyncpg
 import pytest
 from sqlcheck import conjuncts, keyset_faults, parse_one, sql_of
-from test_migrations import plan_nodes, sql_literal
 
 from orders_svc.queries import products as queries
 from orders_svc.resources import load_sql
+
+from plans import assert_keyset_range_scan, explain
 
 
 @pytest.mark.parametrize("name", ["list_products_first", "list_products_after"])
@@ -50,34 +50,15 @@ async def test_the_product_list_statements_are_index_range_scans_without_sort(
         "ORDER BY created_at DESC, id DESC OFFSET 150 LIMIT 1",
         tenant,
     )
-    flag = "NULL::boolean" if active is None else str(active).lower()
     statements = {
-        "first": (queries.LIST_PRODUCTS_FIRST, [sql_literal(tenant), flag, "11"]),
-        "after": (
-            queries.LIST_PRODUCTS_AFTER,
-            [sql_literal(tenant), flag, sql_literal(middle["created_at"]), sql_literal(middle["id"]), "11"],
-        ),
+        "first": (queries.LIST_PRODUCTS_FIRST, (tenant, active, 11)),
+        "after": (queries.LIST_PRODUCTS_AFTER, (tenant, active, middle["created_at"], middle["id"], 11)),
     }
-    conn = await asyncpg.connect(fresh_database_url, server_settings={"plan_cache_mode": plan_cache_mode})
-    try:
-        plans = {}
-        for name, (statement, literals) in statements.items():
-            await conn.execute(f"PREPARE {name} AS {statement}")
-            plans[name] = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {name}({', '.join(literals)})")
-    finally:
-        await conn.close()
-    for name, text in plans.items():
-        [plan] = json.loads(text)
-        nodes = plan_nodes(plan["Plan"])
-        kinds = [node["Node Type"] for node in nodes]
-        assert not {"Sort", "Incremental Sort", "Seq Scan", "Bitmap Heap Scan"} & set(kinds), (name, kinds)
-        [scan] = [node for node in nodes if node["Node Type"] == "Index Scan"]
-        assert scan["Index Name"] == "products_tenant_keyset_idx", (name, scan)
-        condition = scan["Index Cond"]
-        assert "tenant_id" in condition, (name, condition)
-        if name == "after":
-            # The keyset position bounds the range scan itself; only the active filter is applied to rows.
-            assert "ROW(created_at, id) < ROW(" in condition, condition
+    plans = await explain(fresh_database_url, statements, plan_cache_mode)
+    forbidden = {"Sort", "Incremental Sort", "Seq Scan", "Bitmap Heap Scan"}
+    for name, nodes in plans.items():
+        scan = assert_keyset_range_scan(name, nodes, "products_tenant_keyset_idx", forbidden)
+        # The keyset position bounds the scan; only the active filter is applied to rows.
         assert "created_at" not in scan.get("Filter", ""), scan
 
 
