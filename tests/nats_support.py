@@ -9,10 +9,15 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import asyncpg
 import msgspec
 import nats
 
-from orders_svc.publishers import STREAM
+from orders_svc.publishers import STREAM, NatsPublisher
+from orders_svc.relay import Relay
+from orders_svc.settings import Settings
+
+from support import wait_for
 
 
 def nats_server_binary() -> str:
@@ -176,3 +181,24 @@ async def read_stream(url: str) -> list[StreamMessage]:
         return messages
     finally:
         await client.close()
+
+
+async def relay_until_published(
+    settings: Settings, dsn: str, db: asyncpg.Pool, url: str
+) -> list[StreamMessage]:
+    """Run one relay publishing to the NATS server at `url` until the outbox holds nothing unpublished, stop
+    it cleanly, and read back what reached the stream."""
+    publisher = await NatsPublisher.connect(url, 1.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(Relay(settings, dsn, publisher).run(stop))
+
+    async def published() -> bool:
+        return await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+    try:
+        await wait_for(published)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await publisher.close()
+    return await read_stream(url)

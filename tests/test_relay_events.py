@@ -1,19 +1,14 @@
 """Every event type the service writes reaches the broker on the subject of its name, in per-order order."""
 
-import asyncio
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from nats_support import NatsServer, read_stream
-
-from orders_svc.publishers import NatsPublisher
-from orders_svc.relay import Relay
+from nats_support import NatsServer, relay_until_published
 
 from conftest import free_port
 from conftest import test_settings as settings_for
 from helpers import cancel, confirmed_id, create_id
-from support import wait_for
 
 
 async def test_a_cancelled_order_is_published_on_orders_cancelled(
@@ -32,18 +27,7 @@ async def test_a_cancelled_order_is_published_on_orders_cancelled(
         settings = settings_for(
             fresh_database_url, nats_url=server.url, relay_poll_interval=50 * ms, relay_backoff_base=10 * ms
         )
-        publisher = await NatsPublisher.connect(server.url, 1.0)
-        stop = asyncio.Event()
-        task = asyncio.create_task(Relay(settings, fresh_database_url, publisher).run(stop))
-
-        async def published() -> bool:
-            return await fresh_db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
-
-        await wait_for(published)
-        stop.set()
-        await asyncio.wait_for(task, 15)
-        await publisher.close()
-        messages = await read_stream(server.url)
+        messages = await relay_until_published(settings, fresh_database_url, fresh_db, server.url)
     finally:
         server.stop()
     assert sorted(m.subject for m in messages) == ["orders.cancelled", "orders.cancelled"]

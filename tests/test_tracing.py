@@ -8,20 +8,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from nats_support import NatsServer, read_stream
+from nats_support import NatsServer, relay_until_published
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from orders_svc.observability import tracing
-from orders_svc.publishers import NatsPublisher
-from orders_svc.relay import Relay
 
 from conftest import free_port
 from conftest import test_settings as settings_for
 from helpers import close, confirmed_id, create_id, tenant_headers
-from support import app_client, wait_for
+from support import app_client
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -98,18 +96,7 @@ async def test_one_trace_from_the_request_through_the_outbox_to_the_nats_message
     try:
         ms = timedelta(milliseconds=1)
         settings = settings_for(fresh_database_url, relay_poll_interval=50 * ms)
-        publisher = await NatsPublisher.connect(server.url, 1.0)
-        stop = asyncio.Event()
-        task = asyncio.create_task(Relay(settings, fresh_database_url, publisher).run(stop))
-
-        async def published() -> bool:
-            return await fresh_db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
-
-        await wait_for(published)
-        stop.set()
-        await asyncio.wait_for(task, 15)
-        await publisher.close()
-        [message] = await read_stream(server.url)
+        [message] = await relay_until_published(settings, fresh_database_url, fresh_db, server.url)
     finally:
         server.stop()
     [publish] = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
