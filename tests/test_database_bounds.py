@@ -17,7 +17,7 @@ import httpx
 import psutil
 import psycopg
 import pytest
-from test_serving import _connect, _poll, uvicorn_serving
+from test_serving import LOCK_WAITERS, _connect, _poll, send_confirm, uvicorn_serving
 
 from orders_svc import migrate
 from orders_svc.app import create_app
@@ -30,10 +30,6 @@ from support import app_client, assert_error
 
 # Far above any bound the settings below give: reaching it means a wait was not bounded.
 GIVE_UP = 30
-LOCK_WAITERS = (
-    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-    " AND application_name = 'orders-svc' AND wait_event_type = 'Lock'"
-)
 
 
 def _tenant() -> str:
@@ -163,10 +159,7 @@ def test_a_request_whose_client_has_gone_is_dropped_before_it_takes_a_connection
         order_id = created.json()["id"]
         holder.execute("SELECT 1 FROM orders WHERE id = %s FOR UPDATE", (order_id,))
         with _connect(base) as confirm:
-            confirm.sendall(
-                f"PATCH /orders/{order_id}/confirm HTTP/1.1\r\nHost: t\r\nX-Tenant-Id: {tenant}\r\n"
-                'If-Match: "1"\r\nContent-Length: 17\r\n\r\n{"totalCents": 5}'.encode()
-            )
+            send_confirm(confirm, tenant, order_id)
             _poll(lambda: observer.execute(LOCK_WAITERS).fetchone() == (1,))
             assert observer.execute(LOCK_WAITERS).fetchone() == (1,)
             for n in range(5):

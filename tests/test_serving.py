@@ -224,6 +224,21 @@ def uvicorn_serving(settings: Any, **options: Any) -> Iterator[tuple[uvicorn.Ser
     assert not thread.is_alive()
 
 
+# The service's sessions waiting on a lock (a row another session holds).
+LOCK_WAITERS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND application_name = 'orders-svc' AND wait_event_type = 'Lock'"
+)
+
+
+def send_confirm(sock: socket.socket, tenant: str, order_id: str) -> None:
+    """A confirm of a draft, as raw bytes: it waits for the order's row when another session holds it."""
+    sock.sendall(
+        f"PATCH /orders/{order_id}/confirm HTTP/1.1\r\nHost: t\r\nX-Tenant-Id: {tenant}\r\n"
+        'If-Match: "1"\r\nContent-Length: 17\r\n\r\n{"totalCents": 5}'.encode()
+    )
+
+
 def _poll(condition: Callable[[], object], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
@@ -259,16 +274,9 @@ def test_a_request_still_running_when_shutdown_gives_up_on_it_gets_500_in_the_en
         order_id = created.json()["id"]
         holder.execute("SELECT 1 FROM orders WHERE id = %s FOR UPDATE", (order_id,))
         with _connect(base) as sock:
-            sock.sendall(
-                f"PATCH /orders/{order_id}/confirm HTTP/1.1\r\nHost: t\r\nX-Tenant-Id: {tenant}\r\n"
-                'If-Match: "1"\r\nContent-Length: 17\r\n\r\n{"totalCents": 5}'.encode()
-            )
-            waiting = (
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND application_name = 'orders-svc' AND wait_event_type = 'Lock'"
-            )
-            _poll(lambda: observer.execute(waiting).fetchone() == (1,))
-            assert observer.execute(waiting).fetchone() == (1,), "the confirm never queued on the row"
+            send_confirm(sock, tenant, order_id)
+            _poll(lambda: observer.execute(LOCK_WAITERS).fetchone() == (1,))
+            assert observer.execute(LOCK_WAITERS).fetchone() == (1,), "the confirm never queued on the row"
             server.should_exit = True
             answer = _read_response(sock, bytearray())
         _assert_envelope(answer, "HTTP/1.1 500 Internal Server Error", "internal_error")
