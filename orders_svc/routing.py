@@ -64,6 +64,9 @@ class Operation:
     response: type | None = None  # the success body's type (JSON), when there is one
     status: int = 200
     if_match: Presence = None
+    # With if_match="required": raises the resource's 404 when it does not exist, so that a request without
+    # If-Match learns that first (the contract's order), and 428 only for a resource that is there.
+    exists: "Callable[[Call], Awaitable[None]] | None" = None
     idempotency_key: Presence = None
     tenant: bool = True
     roles: tuple[str, ...] = ()  # every one needed (403 otherwise), checked right after the tenant
@@ -141,7 +144,7 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
     empty = None if op.body_required else b"{}"
     params = [(name, PATH_PARAMS[name]) for name in op.path_params]
     fingerprinted = op.fingerprint_path or op.path
-    handler = op.handler
+    handler, exists = op.handler, op.exists
     roles = op.roles
     verify = op.verify
 
@@ -177,6 +180,10 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
                 call.idem = Idempotency(parse_idempotency_key(key), fingerprint(op.method, path, raw), ttl)
             elif op.idempotency_key == "required":
                 raise errors.IDEMPOTENCY_KEY_REQUIRED.error()
+        if op.if_match == "required" and not call.if_match_sent:
+            if exists is not None:
+                await exists(call)
+            raise errors.IF_MATCH_REQUIRED.error()
         return render(await handler(call))
 
     return run

@@ -64,10 +64,11 @@ def target(call: Call) -> Target:
     return Target(call.tenant, call.ids["order_id"], call.versions)
 
 
+async def order_exists(call: Call) -> None:
+    await orders.require_order(call.pool, call.tenant, call.ids["order_id"])
+
+
 async def confirm_order(call: Call) -> Reply:
-    order_id = call.ids["order_id"]
-    if not call.if_match_sent:
-        raise await orders.require_order(call.pool, call.tenant, order_id)
     total = call.body.total_cents
     return await orders.confirm_order(call.pool, target(call), None if total is UNSET else total, call.idem)
 
@@ -99,6 +100,7 @@ CONFIRM = order_change(
     body=ConfirmOrder,
     body_required=True,
     if_match="required",
+    exists=order_exists,
     errors=(
         errors.TOTAL_OUT_OF_RANGE,
         errors.IF_MATCH_REQUIRED,

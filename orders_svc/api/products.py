@@ -56,10 +56,12 @@ async def get_product(call: Call) -> Reply:
     return await products.get_product(call.pool, call.tenant, call.ids["product_id"])
 
 
+async def product_exists(call: Call) -> None:
+    await products.require_product(call.pool, call.tenant, call.ids["product_id"])
+
+
 async def update_product(call: Call) -> Reply:
     product_id = call.ids["product_id"]
-    if not call.if_match_sent:
-        raise await products.require_product(call.pool, call.tenant, product_id)
     body: UpdateProduct = call.body
     changes = Changes(_given(body.name), _given(body.price_cents), _given(body.active))
     target = Target(call.tenant, product_id, call.versions)
@@ -120,6 +122,7 @@ OPERATIONS = (
         body_required=True,
         response=Product,
         if_match="required",
+        exists=product_exists,
         idempotency_key="optional",
         roles=ADMIN,
         description="Prices already copied into orders never change.",

@@ -230,12 +230,11 @@ async def get_order(pool: Pool, tenant: str, order_id: uuid.UUID) -> Reply:
         return order_reply(row, items=await _items_of(conn, row))
 
 
-async def require_order(pool: Pool, tenant: str, order_id: uuid.UUID) -> ApiError:
-    """The error for a write without its required If-Match: a 404 when there is no such order (first)."""
+async def require_order(pool: Pool, tenant: str, order_id: uuid.UUID) -> None:
+    """404 unless the tenant has the order."""
     async with connection(pool) as conn:
         if await queries.select_order(conn, tenant, order_id) is None:
-            return errors.ORDER_NOT_FOUND.error()
-    return errors.IF_MATCH_REQUIRED.error()
+            raise errors.ORDER_NOT_FOUND.error()
 
 
 async def list_orders(pool: Pool, tenant: str, after: tuple[datetime, uuid.UUID] | None, limit: int) -> bytes:

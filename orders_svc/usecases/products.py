@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 
 from .. import errors
 from ..db import Connection, Pool, connection
-from ..errors import ApiError
 from ..pagination import encode_cursor
 from ..queries import products as queries
 from ..queries.products import Changes, NewProduct, ProductRow, Target
@@ -79,11 +78,10 @@ async def get_product(pool: Pool, tenant: str, product_id: uuid.UUID) -> Reply:
     return product_reply(row)
 
 
-async def require_product(pool: Pool, tenant: str, product_id: uuid.UUID) -> ApiError:
-    """The error for a write without its required If-Match: a 404 when there is no such product (first)."""
+async def require_product(pool: Pool, tenant: str, product_id: uuid.UUID) -> None:
+    """404 unless the tenant has the product."""
     async with connection(pool) as conn:
         await _existing(conn, tenant, product_id)
-    return errors.IF_MATCH_REQUIRED.error()
 
 
 async def list_products(
