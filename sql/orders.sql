@@ -98,39 +98,27 @@ WHERE tenant_id = $1 AND id = $2 AND status = 'draft' AND ($3::int[] IS NULL OR 
   AND CASE WHEN reserved_until IS NULL THEN $4::int IS NOT NULL ELSE $4::int IS NULL OR $4::int = total_cents END
 RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until;
 
--- name: close_order
--- confirmed | paid -> closed at $5 for order $2 of tenant $1 at a version in $3 (NULL = any), plus outbox event
--- $4 orders.closed, atomically.
-WITH closed AS (
+-- name: transition_order
+-- Order $2 of tenant $1, at a version in $3 (NULL = any), from a status in $4 to status $5 at $7, plus its outbox
+-- event $6 `orders.<new status>`, atomically: close and cancel. The guard's statuses are the transition's
+-- sources in states.py, passed by every caller; the payload is the one its event type has (the contract's
+-- "Events"), $8 being a cancellation's reason (NULL when none was given).
+WITH moved AS (
     UPDATE orders
-    SET status = 'closed', version = version + 1, updated_at = greatest($5, updated_at)
-    WHERE tenant_id = $1 AND id = $2 AND status IN ('confirmed', 'paid')
+    SET status = $5, version = version + 1, updated_at = greatest($7, updated_at)
+    WHERE tenant_id = $1 AND id = $2 AND status = ANY ($4::text[])
       AND ($3::int[] IS NULL OR version = ANY ($3::int[]))
     RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
 ), event AS (
     INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
-    SELECT $4, 'orders.closed', id, version, tenant_id, updated_at, jsonb_build_object(
-        'orderId', id, 'tenantId', tenant_id, 'totalCents', total_cents, 'closedAt', rfc3339(updated_at))
-    FROM closed
+    SELECT $6, 'orders.' || status, id, version, tenant_id, updated_at,
+        jsonb_build_object('orderId', id, 'tenantId', tenant_id) || CASE status
+            WHEN 'closed' THEN jsonb_build_object('totalCents', total_cents, 'closedAt', rfc3339(updated_at))
+            WHEN 'cancelled' THEN jsonb_build_object('reason', $8::text, 'cancelledAt', rfc3339(updated_at))
+        END
+    FROM moved
 )
-SELECT * FROM closed;
-
--- name: cancel_order
--- draft | confirmed -> cancelled at $6 for order $2 of tenant $1 at a version in $3 (NULL = any), plus outbox
--- event $4 orders.cancelled with reason $5 (NULL when none was given), atomically.
-WITH cancelled AS (
-    UPDATE orders
-    SET status = 'cancelled', version = version + 1, updated_at = greatest($6, updated_at)
-    WHERE tenant_id = $1 AND id = $2 AND status IN ('draft', 'confirmed')
-      AND ($3::int[] IS NULL OR version = ANY ($3::int[]))
-    RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, reserved_until
-), event AS (
-    INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
-    SELECT $4, 'orders.cancelled', id, version, tenant_id, updated_at, jsonb_build_object(
-        'orderId', id, 'tenantId', tenant_id, 'reason', $5::text, 'cancelledAt', rfc3339(updated_at))
-    FROM cancelled
-)
-SELECT * FROM cancelled;
+SELECT * FROM moved;
 
 -- name: list_orders_first
 -- The newest $2 orders of tenant $1 (callers pass page size + 1 to learn whether another page follows).

@@ -1,6 +1,9 @@
 """Written down once, true everywhere: the error catalogue, the state machine, the route table."""
 
+import json
 import re
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -11,6 +14,8 @@ from orders_svc import errors, states
 from orders_svc.api import OPERATIONS
 from orders_svc.errors import Problem
 from orders_svc.openapi import build_spec
+from orders_svc.queries import orders as queries
+from orders_svc.queries.orders import Target
 from orders_svc.resources import load_sql
 from orders_svc.states import OrderStatus
 
@@ -80,10 +85,56 @@ def guard_of(block: str) -> tuple[set[str], str]:
     return set(re.findall(r"\w+", listed)), target.group(1)
 
 
-@pytest.mark.parametrize("transition", states.TRANSITIONS, ids=lambda t: t.action)
+# The transitions whose guarded UPDATE names its statuses in SQL; close and cancel run transition_order,
+# whose guard takes them from the transition (tested on the database below).
+EXPLICIT = (states.CONFIRM, states.PAY)
+WITH_EVENT = (states.CLOSE, states.CANCEL)
+
+
+def test_every_transition_has_its_guard():
+    assert set(EXPLICIT) | set(WITH_EVENT) == set(states.TRANSITIONS)
+
+
+@pytest.mark.parametrize("transition", EXPLICIT, ids=lambda t: t.action)
 def test_each_sql_guard_allows_exactly_the_transitions_of_the_state_machine(transition):
     sources, target = guard_of(f"{transition.action}_order")
     assert sources == set(transition.sources) and target == transition.target
+
+
+EVENT_FIELDS = {
+    OrderStatus.CLOSED: {"orderId", "tenantId", "totalCents", "closedAt"},
+    OrderStatus.CANCELLED: {"orderId", "tenantId", "reason", "cancelledAt"},
+}
+
+
+@pytest.mark.parametrize("status", list(OrderStatus))
+@pytest.mark.parametrize("transition", WITH_EVENT, ids=lambda t: t.action)
+async def test_transition_order_moves_exactly_the_sources_of_its_transition_with_one_event(
+    db, tenant, transition, status
+):
+    order_id, event_id = uuid.uuid4(), uuid.uuid4()
+    async with db.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO orders (id, tenant_id, status, version, total_cents, created_at, updated_at)"
+            " VALUES ($1, $2, $3, 3, 500, now(), now())",
+            order_id,
+            tenant,
+            status,
+        )
+        target = Target(tenant, order_id, None)
+        row = await queries.transition_order(conn, target, transition, event_id, datetime.now(UTC), "why")
+        events = await conn.fetch("SELECT id, event_type, payload FROM outbox WHERE order_id = $1", order_id)
+        stored = await conn.fetchrow("SELECT status, version FROM orders WHERE id = $1", order_id)
+    if status not in transition.sources:
+        assert row is None and events == [] and tuple(stored) == (status, 3)
+        return
+    assert row is not None and (row.status, row.version) == (transition.target, 4) == tuple(stored)
+    [(stored_id, event_type, payload)] = events
+    payload = json.loads(payload)
+    assert stored_id == event_id and event_type == f"orders.{transition.target}"
+    assert set(payload) == EVENT_FIELDS[transition.target]
+    assert (payload["orderId"], payload["tenantId"]) == (str(order_id), tenant)
+    assert payload.get("totalCents", 500) == 500 and payload.get("reason", "why") == "why"
 
 
 async def test_the_status_check_constraint_allows_exactly_the_states_of_the_machine(database_url):

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from ..db import Connection
+from ..states import Transition
 from . import statement
 
 CREATE_ORDER = statement("create_order")
@@ -13,8 +14,7 @@ CREATE_ORDER_WITH_ITEMS = statement("create_order_with_items")
 SELECT_ORDER_ITEMS = statement("select_order_items")
 SELECT_ORDER = statement("select_order")
 CONFIRM_ORDER = statement("confirm_order")
-CLOSE_ORDER = statement("close_order")
-CANCEL_ORDER = statement("cancel_order")
+TRANSITION_ORDER = statement("transition_order")
 LIST_ORDERS_FIRST = statement("list_orders_first")
 LIST_ORDERS_AFTER = statement("list_orders_after")
 
@@ -136,14 +136,20 @@ async def confirm_order(conn: Connection, target: Target, total: int | None, at:
     return _order(await conn.fetchrow(CONFIRM_ORDER, *target, total, at))
 
 
-async def close_order(conn: Connection, target: Target, event_id: uuid.UUID, at: datetime) -> OrderRow | None:
-    return _order(await conn.fetchrow(CLOSE_ORDER, *target, event_id, at))
-
-
-async def cancel_order(
-    conn: Connection, target: Target, event_id: uuid.UUID, reason: str | None, at: datetime
+async def transition_order(
+    conn: Connection,
+    target: Target,
+    transition: Transition,
+    event_id: uuid.UUID,
+    at: datetime,
+    reason: str | None = None,
 ) -> OrderRow | None:
-    return _order(await conn.fetchrow(CANCEL_ORDER, *target, event_id, reason, at))
+    """`transition` (close or cancel: a transition with an event) of the target order, with its event."""
+    return _order(
+        await conn.fetchrow(
+            TRANSITION_ORDER, *target, list(transition.sources), transition.target, event_id, at, reason
+        )
+    )
 
 
 async def list_orders(

@@ -171,7 +171,7 @@ async def close_order(pool: Pool, target: Target, idem: Idempotency | None) -> R
     """confirmed | paid -> closed plus its orders.closed event, in one statement."""
 
     async def close(conn: Connection) -> Reply:
-        row = await queries.close_order(conn, target, uuid.uuid4(), datetime.now(UTC))
+        row = await queries.transition_order(conn, target, states.CLOSE, uuid.uuid4(), datetime.now(UTC))
         return await _transitioned(conn, row, target, states.CLOSE)
 
     return await perform(pool, target.tenant_id, idem, close)
@@ -183,7 +183,7 @@ async def cancel_order(pool: Pool, target: Target, reason: str | None, idem: Ide
 
     async def cancel(conn: Connection) -> Reply:
         at = datetime.now(UTC)
-        row = await queries.cancel_order(conn, target, uuid.uuid4(), reason, at)
+        row = await queries.transition_order(conn, target, states.CANCEL, uuid.uuid4(), at, reason)
         if row is not None and row.reserved_until is not None:
             await stock.return_stock(conn, target.tenant_id, [row.id], at)
         return await _transitioned(conn, row, target, states.CANCEL)
