@@ -34,6 +34,7 @@ tests/test_serving.py fails on an upgrade that moves any of them.
 import asyncio
 import functools
 import http
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -111,6 +112,8 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits.of(Settings())
+# A timer may run a little before its time (the loop's clock resolution): a deadline that close is due.
+_TIMER_SLACK = 0.001
 
 
 def http_protocol(settings: Settings) -> Any:
@@ -129,7 +132,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, limits: Limits = DEFAULT_LIMITS, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
-        self._deadline: asyncio.TimerHandle | None = None
+        self._expiry: tuple[float, Callable[[], None]] | None = None  # the deadline now running, if any
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._in_head = True  # from a message's first byte (or the connection's opening) to its head's end
         self._head_bytes = 0  # of the head being parsed: request target and header lines so far
         self._header_count = 0
@@ -144,6 +149,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -163,7 +171,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head, self._begun = True, True
         self._head_bytes = self._header_count = self._raw_bytes = 0
-        if self._deadline is None:
+        if self._expiry is None:
             self._arm(self.limits.head_timeout, self._head_expired)
 
     def on_url(self, url: bytes) -> None:
@@ -202,18 +210,37 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         body = errors.body_of(errors.HEAD_TOO_LARGE, limit=limits.max_head_bytes, count=limits.max_headers)
         self._refuse(431, body)
 
-    # Deadlines: one at a time per connection (a head, then its body, then the next head).
-    def _arm(self, seconds: float, expired: Any) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, expired)
+    # Deadlines: one at a time per connection (a head, then its body, then the next head). Arming and
+    # disarming only note the deadline; the connection's one timer wakes at the earliest deadline noted and,
+    # when the deadline running then is a later one (the request it was set for has moved on), sleeps again
+    # until that one. A request that keeps its deadlines costs no timer of its own.
+    def _arm(self, seconds: float, expired: Callable[[], None]) -> None:
+        at = self.loop.time() + seconds
+        self._expiry = (at, expired)
+        if self._timer is None or self._timer_at > at:
+            self._schedule(at)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._expiry = None
+
+    def _schedule(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self.loop.call_at(at, self._wake)
+
+    def _wake(self) -> None:
+        self._timer = None
+        if self._expiry is None:
+            return
+        at, expired = self._expiry
+        if self.loop.time() >= at - _TIMER_SLACK:
+            expired()
+        else:
+            self._schedule(at)
 
     def _head_expired(self) -> None:
-        self._deadline = None
+        self._expiry = None
         if self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete:
@@ -227,7 +254,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _body_expired(self, cycle: "EnvelopeCycle") -> None:
-        self._deadline = None
+        self._expiry = None
         if cycle.response_complete:  # answered already, the body still trickling: nothing left to say
             self.transport.close()
             return

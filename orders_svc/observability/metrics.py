@@ -110,17 +110,28 @@ def observe_pool_wait(seconds: float) -> None:
         _wait(seconds)
 
 
+# Labelled children, looked up once: labels() validates and locks on every call.
+_outcomes: dict[str, Counter] = {}
+_transitions: dict[Transition, Counter] = {}
+
+
 def idempotency(outcome: str) -> None:
     if state.enabled:
-        IDEMPOTENCY.labels(outcome).inc()
+        child = _outcomes.get(outcome)
+        if child is None:
+            child = _outcomes[outcome] = IDEMPOTENCY.labels(outcome)
+        child.inc()
 
 
 def transition(change: Transition) -> None:
     """An order changed state. A change allowed from several states (cancel) is counted under all of them
     (`draft|confirmed`): its guarded UPDATE does not say which one the order was in."""
     if state.enabled:
-        sources = "|".join(status for status in OrderStatus if status in change.sources)
-        TRANSITIONS.labels(sources, change.target).inc()
+        child = _transitions.get(change)
+        if child is None:
+            sources = "|".join(status for status in OrderStatus if status in change.sources)
+            child = _transitions[change] = TRANSITIONS.labels(sources, change.target)
+        child.inc()
 
 
 class PoolUsage(NamedTuple):
