@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +59,8 @@ class Side:
 
 
 @contextlib.contextmanager
-def serving(side: Side, log: Path) -> Iterator[None]:
+def serving(side: Side, log: Path, wrapper: Sequence[str] = (), ready_seconds: float = 60) -> Iterator[None]:
+    """`orders-svc serve --migrate` of the side's checkout on its database (under `wrapper`, if any)."""
     port = free_port()
     python = side.checkout / ".venv" / "bin" / "python"
     env = {
@@ -68,21 +69,20 @@ def serving(side: Side, log: Path) -> Iterator[None]:
         "ORDERS_WEBHOOK_SECRETS": payments.SECRET,
         **side.env,
     }
+    command = [*wrapper, str(python), "-m", "orders_svc.cli", "serve", "--migrate", "--port", str(port)]
     with log.open("wb") as out:
-        side.proc = subprocess.Popen(
-            [str(python), "-m", "orders_svc.cli", "serve", "--migrate", "--port", str(port)],
-            cwd=side.checkout,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        side.proc = subprocess.Popen(command, cwd=side.checkout, env=env, stdout=out, stderr=out)
     side.base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_ready(side.base, side.proc, log, timeout=60)
+        wait_until_ready(side.base, side.proc, log, timeout=ready_seconds)
         yield
     finally:
         side.proc.terminate()
-        side.proc.wait(20)
+        try:
+            side.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            side.proc.kill()
+            side.proc.wait()
 
 
 def backends(dsn: str) -> list[psutil.Process]:

@@ -175,11 +175,18 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._arm(self.limits.head_timeout, self._head_expired)
 
     def on_url(self, url: bytes) -> None:
-        self._count(len(url), 0)
+        self._head_bytes += len(url)
+        if self._head_bytes > self.limits.max_head_bytes:
+            self._too_large()
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4, 1)  # name, ": ", value, CRLF
+        # Counted in place, not through a helper: this runs for every header line of every request.
+        self._head_bytes += len(name) + len(value) + 4  # name, ": ", value, CRLF
+        self._header_count += 1
+        limits = self.limits
+        if self._head_bytes > limits.max_head_bytes or self._header_count > limits.max_headers:
+            self._too_large()
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -196,13 +203,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         super().on_message_complete()
 
-    def _count(self, size: int, lines: int) -> None:
-        self._head_bytes += size
-        self._header_count += lines
-        limits = self.limits
-        if self._head_bytes > limits.max_head_bytes or self._header_count > limits.max_headers:
-            self._refuse_head()
-            raise _Refused  # stops the parser (uvicorn then calls send_400_response: see there)
+    def _too_large(self) -> None:
+        self._refuse_head()
+        raise _Refused  # stops the parser (uvicorn then calls send_400_response: see there)
 
     def _refuse_head(self) -> None:
         self._in_head = False
