@@ -27,22 +27,33 @@ FROM products
 WHERE tenant_id = $1 AND id = ANY ($2::uuid[]);
 
 -- name: create_order_with_items
--- Fast path of an idempotent create with lines, one statement: unless key $2 of tenant $1 exists, locks products
--- $10 (quantities $11) in id order and, if every one is active, has the stock and still has the sku $13, name
--- $14 and price $12 the response was rendered with, claims the key (fingerprint $3, lifetime $7) storing
--- response $4/$5, takes the stock, and inserts draft order $6 (total $15, created at $8, reserved until $9)
--- with its lines. Returns whether the key was new, whether it was claimed, and each locked product as found.
+-- Fast path of an idempotent create with lines, one statement: unless key $2 of tenant $1 exists, queues behind
+-- other creates of products $10 (quantities $11), locks them in id order and, if every one is active, has the
+-- stock and still has the sku $13, name $14 and price $12 the response was rendered with, claims the key
+-- (fingerprint $3, lifetime $7) storing response $4/$5, takes the stock, and inserts draft order $6 (total $15,
+-- created at $8, reserved until $9) with its lines. Returns whether the key was new, whether it was claimed, and
+-- each locked product as found (stock, active, and the sku, name and price an order would copy).
 -- The product rows are held only while this statement and its commit run: no round trip of the client's.
+-- The queue: creates wait for a product on a transaction-scoped advisory lock (key: the product id's hash),
+-- taken for all the products in key order before any row: one waiter wakes at each commit. Waiting on the row
+-- itself, every commit woke each waiter in turn (each row version is a new lock to queue on): with 32 buyers of
+-- one product, ~90 context switches and ~1.7 ms of database CPU per order instead of ~20 and ~1.0 ms. Rows are
+-- still locked in id order after the queue (restocks, edits and cancels lock rows without queueing).
 WITH wanted AS (
     SELECT *
     FROM unnest($10::uuid[], $11::int[], $12::int[], $13::text[], $14::text[]) WITH ORDINALITY
         AS w (product_id, quantity, price_cents, sku, name, line)
 ), fresh AS (
     SELECT NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE tenant_id = $1 AND key = $2) AS yes
+), queued AS (
+    SELECT count(pg_advisory_xact_lock(hashtext('orders_products'), q.k)) AS products
+    FROM (SELECT DISTINCT hashtext(product_id::text) AS k FROM wanted WHERE (SELECT yes FROM fresh) ORDER BY k)
+        AS q
 ), locked AS (
     SELECT id, stock, active, price_cents, sku, name
     FROM products
     WHERE tenant_id = $1 AND id = ANY ($10::uuid[]) AND (SELECT yes FROM fresh)
+      AND (SELECT products FROM queued) > 0
     ORDER BY id
     FOR NO KEY UPDATE
 ), verdict AS (
@@ -70,7 +81,8 @@ WITH wanted AS (
     SELECT placed.id, w.line, $1, w.product_id, w.sku, w.name, w.price_cents, w.quantity
     FROM placed CROSS JOIN wanted AS w
 )
-SELECT (SELECT yes FROM fresh), EXISTS (SELECT 1 FROM claim), l.id, l.stock, l.active, w.quantity
+SELECT (SELECT yes FROM fresh), EXISTS (SELECT 1 FROM claim), l.id, l.stock, l.active, w.quantity,
+       l.sku, l.name, l.price_cents
 FROM (SELECT 1) AS one
 LEFT JOIN locked AS l ON true
 LEFT JOIN wanted AS w ON w.product_id = l.id;

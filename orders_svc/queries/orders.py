@@ -42,11 +42,13 @@ class LineRow(NamedTuple):
 
 class Placed(NamedTuple):
     """What create_order_with_items did: whether the key was new, whether it was claimed (the order placed),
-    and each product it locked: (product id, stock, active, quantity asked)."""
+    each product it locked: (product id, stock, active, quantity asked), and those products as a line copies
+    them."""
 
     fresh: bool
     claimed: bool
     locked: list[tuple[uuid.UUID, int, bool, int]]
+    found: list[LineRow]
 
 
 class ItemRow(NamedTuple):
@@ -113,7 +115,13 @@ async def create_order_with_items(
         order.total_cents,
     )
     fresh, claimed = rows[0][0], rows[0][1]
-    return Placed(fresh, claimed, [(r[2], r[3], r[4], r[5]) for r in rows if r[2] is not None])
+    locked = [r for r in rows if r[2] is not None]
+    return Placed(
+        fresh,
+        claimed,
+        [(r[2], r[3], r[4], r[5]) for r in locked],
+        [LineRow(r[2], r[6], r[7], r[8], r[4]) for r in locked],
+    )
 
 
 async def select_order_items(conn: Connection, tenant_id: str, order_ids: list[uuid.UUID]) -> list[ItemRow]:

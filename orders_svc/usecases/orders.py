@@ -4,6 +4,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from asyncpg import LockNotAvailableError
+
 from .. import errors, states
 from ..db import Connection, Pool, connection
 from ..errors import ApiError
@@ -75,36 +77,44 @@ async def create_order_with_items(
 ) -> Reply:
     """A draft order whose lines take their stock, all or none, with the key's claim and the stored response.
 
-    The products are read first without a lock and the response rendered from them; then one statement
-    (the items' fast path of `perform`) locks the products in id order, checks that each still is what the
-    response says and has the stock, and claims, takes, inserts and stores: a popular product's row is held
-    only while that statement and its commit run inside the database. A product changed in between (price,
-    name) is read again; a refusal leaves the key unclaimed and the stock untouched.
+    The response is rendered from the products as this process last saw them (read first, without a lock,
+    when it has not seen one of them); then one statement (the items' fast path of `perform`) locks the
+    products in id order, checks that each still is what the response says and has the stock, and claims,
+    takes, inserts and stores: a popular product's row is held only while that statement and its commit run
+    inside the database. A product changed in between (price, name) is rendered again as that statement found
+    it; a refusal leaves the key unclaimed and the stock untouched.
     """
     order_id = uuid.uuid4()
-    product_ids = [product_id for product_id, _ in lines]
 
     async def create(conn: Connection, idem: Idempotency) -> Reply | None:
         try:
+            ordered = _as_last_seen(tenant, lines)
             for _ in range(_SNAPSHOT_ATTEMPTS):
-                found = {
-                    line.product_id: line for line in await queries.select_lines(conn, tenant, product_ids)
-                }
-                ordered = _in_catalogue(lines, found)
+                if ordered is None:
+                    found = await queries.select_lines(conn, tenant, [product_id for product_id, _ in lines])
+                    _remember(tenant, found)
+                    ordered = _in_catalogue(lines, {line.product_id: line for line in found})
                 now = datetime.now(UTC)
                 total = sum(line.unit_price_cents * quantity for line, quantity in ordered)
                 if total > MAX_CENTS:
                     raise errors.OUT_OF_RANGE.error()
                 row = OrderRow(order_id, tenant, states.INITIAL, 1, total, now, now, now + reservation)
                 reply = _created(row, [_item(order_id, line, quantity) for line, quantity in ordered])
-                placed = await queries.create_order_with_items(
-                    conn, tenant, idem, (reply.headers, reply.body), row, ordered
-                )
+                try:
+                    placed = await queries.create_order_with_items(
+                        conn, tenant, idem, (reply.headers, reply.body), row, ordered
+                    )
+                except LockNotAvailableError:
+                    # Queued past lock_timeout behind other creates of the same products (an advisory lock,
+                    # which names no row): as a wait on the row itself would be answered.
+                    raise errors.REQUEST_IN_PROGRESS.error() from None
                 if placed.claimed:
                     return reply
                 if not placed.fresh:
                     return None  # the key exists: perform replays it (or takes it over, when expired)
+                _remember(tenant, placed.found)
                 _check_stock(placed.locked)  # raises unless the products changed since they were read
+                ordered = _as_found(lines, placed.found)
         except ApiError:
             # A retry of a request that was answered meanwhile replays that answer, whatever the stock is now.
             if await idempotency.select_key(conn, tenant, idem.key) is not None:
@@ -117,6 +127,42 @@ async def create_order_with_items(
 
 _SNAPSHOT_ATTEMPTS = 3
 MAX_CENTS = 2**31 - 1
+
+# The active products as this process last saw them (sku, name, price), by tenant and id: a create renders its
+# response from them without reading the products first. The statement checks each against its locked row,
+# so a stale entry costs a second attempt, rendered from the rows that attempt found, never a wrong order.
+# Bounded: emptied when full.
+_seen: dict[tuple[str, uuid.UUID], LineRow] = {}
+_SEEN_MAX = 10_000
+
+
+def _remember(tenant: str, found: list[LineRow]) -> None:
+    if len(_seen) + len(found) > _SEEN_MAX:
+        _seen.clear()
+    for line in found:
+        if line.active:
+            _seen[tenant, line.product_id] = line
+        else:
+            _seen.pop((tenant, line.product_id), None)
+
+
+def _as_last_seen(tenant: str, lines: Lines) -> list[tuple[LineRow, int]] | None:
+    """The lines as last seen, or None when one of their products was not seen (or was inactive)."""
+    ordered = []
+    for product_id, quantity in lines:
+        line = _seen.get((tenant, product_id))
+        if line is None:
+            return None
+        ordered.append((line, quantity))
+    return ordered
+
+
+def _as_found(lines: Lines, found: list[LineRow]) -> list[tuple[LineRow, int]] | None:
+    """The lines as the statement found their products, or None when it did not find them all (read again)."""
+    by_id = {line.product_id: line for line in found}
+    if len(by_id) < len(lines) or not all(line.active for line in found):
+        return None
+    return [(by_id[product_id], quantity) for product_id, quantity in lines]
 
 
 def _in_catalogue(lines: Lines, found: dict[uuid.UUID, LineRow]) -> list[tuple[LineRow, int]]:
