@@ -86,6 +86,7 @@ async def test_a_delivery_without_a_valid_signature_is_401_and_changes_nothing(c
     body, headers = signature_cases(settlement(payment_id))[case]
     response = await client.post("/webhooks/payments", content=body, headers=headers)
     assert_error(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == 'StandardWebhooks realm="payments"'  # RFC 9110 11.6.1
     await unchanged(db, order_id, payment_id, product)
     assert (
         await db.fetchval(
