@@ -4,35 +4,44 @@
 -- products, as everywhere. The delivery's answer is stored by the statement that settles (webhook_deliveries).
 
 -- name: create_payment
--- Payment $3 (pending, created at $5) for the total of order $2 of tenant $1, plus outbox event $4
--- payments.requested, in one statement; only while the order is confirmed with a total above 0 and has no
--- pending or succeeded payment. The order is share-locked, so it cannot change state before this commits.
--- No row back: the order was not in that state (a concurrent request that inserted first included).
-WITH target AS (
-    SELECT id, version, total_cents
+-- Fast path of an idempotent payment request, one statement: while order $2 of tenant $1 is confirmed with the
+-- total $5 the response was rendered with and has no pending or succeeded payment, claims key $6 (fingerprint
+-- $7, lifetime $10) storing response $8/$9, and inserts payment $3 (pending, created at $4) with outbox event
+-- $11 payments.requested. Returns whether the key was new, and whether it was claimed: a key that exists (after
+-- waiting for a concurrent claim of it to end) or an order in another state claims nothing and writes nothing.
+-- The order is share-locked, so it cannot change state before this commits.
+WITH fresh AS (
+    SELECT NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE tenant_id = $1 AND key = $6) AS yes
+), target AS (
+    SELECT id, version
     FROM orders
-    WHERE tenant_id = $1 AND id = $2 AND status = 'confirmed' AND total_cents > 0
+    WHERE tenant_id = $1 AND id = $2 AND status = 'confirmed' AND total_cents = $5 AND (SELECT yes FROM fresh)
+      -- Read from the statement's snapshot, so a payment being settled right now is seen and never waited
+      -- for (its webhook holds the payment and waits for this order's lock).
+      AND NOT EXISTS (
+          SELECT 1 FROM payments AS p
+          WHERE p.tenant_id = $1 AND p.order_id = $2 AND p.status IN ('pending', 'succeeded')
+      )
     FOR SHARE
+), claim AS (
+    INSERT INTO idempotency_keys
+        (tenant_id, key, fingerprint, response_status, response_headers, response_body, created_at, expires_at)
+    SELECT $1, $6, $7, 201, $8, $9, now(), now() + $10::interval FROM target
+    ON CONFLICT (tenant_id, key) DO NOTHING
+    RETURNING 1
 ), placed AS (
+    -- No ON CONFLICT: a payment a concurrent request inserted for this order (after this statement's snapshot)
+    -- fails the whole statement on payments_order_open_key once that request commits, the claim included.
     INSERT INTO payments (id, tenant_id, order_id, status, amount_cents, created_at, updated_at)
-    SELECT $3, $1, t.id, 'pending', t.total_cents, $5, $5
-    FROM target AS t
-    -- Read from the statement's snapshot, so a payment being settled right now is seen and never waited
-    -- for (its webhook holds the payment and waits for this order's lock); ON CONFLICT covers a concurrent
-    -- request's insert, which this one waits for and then leaves alone.
-    WHERE NOT EXISTS (
-        SELECT 1 FROM payments AS p
-        WHERE p.tenant_id = $1 AND p.order_id = $2 AND p.status IN ('pending', 'succeeded')
-    )
-    ON CONFLICT (order_id) WHERE status IN ('pending', 'succeeded') DO NOTHING
-    RETURNING id, tenant_id, order_id, status, amount_cents, failure_reason, created_at, updated_at
+    SELECT $3, $1, $2, 'pending', $5, $4, $4 FROM claim
+    RETURNING id
 ), requested AS (
     INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
-    SELECT $4, 'payments.requested', p.order_id, t.version, $1, p.created_at, jsonb_build_object(
-        'paymentId', p.id, 'orderId', p.order_id, 'tenantId', p.tenant_id, 'amountCents', p.amount_cents)
-    FROM placed AS p JOIN target AS t ON t.id = p.order_id
+    SELECT $11, 'payments.requested', t.id, t.version, $1, $4, jsonb_build_object(
+        'paymentId', p.id, 'orderId', t.id, 'tenantId', $1::text, 'amountCents', $5::int)
+    FROM placed AS p CROSS JOIN target AS t
 )
-SELECT * FROM placed;
+SELECT (SELECT yes FROM fresh), EXISTS (SELECT 1 FROM placed);
 
 -- name: select_payment
 -- The payment $2 of tenant $1.

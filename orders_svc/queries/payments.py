@@ -4,6 +4,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+import asyncpg
+
 from ..db import Connection
 from . import deleted, statement
 
@@ -61,15 +63,45 @@ def _payment(row: object) -> PaymentRow | None:
     return None if row is None else PaymentRow(*row)  # type: ignore[misc]
 
 
+class Placed(NamedTuple):
+    """What create_payment did: whether the key was new, and whether it was claimed (the payment placed)."""
+
+    fresh: bool
+    claimed: bool
+
+
 async def create_payment(
     conn: Connection,
-    tenant_id: str,
-    order_id: uuid.UUID,
-    payment_id: uuid.UUID,
+    idem: tuple[str, bytes, timedelta],
+    response: tuple[dict[str, str], bytes],
+    payment: PaymentRow,
     event_id: uuid.UUID,
-    at: datetime,
-) -> PaymentRow | None:
-    return _payment(await conn.fetchrow(CREATE_PAYMENT, tenant_id, order_id, payment_id, event_id, at))
+) -> Placed:
+    """The key claimed with the response stored, and `payment` placed with its event, unless the key exists
+    or the order is not confirmed with the payment's amount as its total and without an open payment."""
+    key, fingerprint, ttl = idem
+    headers, body = response
+    try:
+        row = await conn.fetchrow(
+            CREATE_PAYMENT,
+            payment.tenant_id,
+            payment.order_id,
+            payment.id,
+            payment.created_at,
+            payment.amount_cents,
+            key,
+            fingerprint,
+            headers,
+            body,
+            ttl,
+            event_id,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "payments_order_open_key":
+            raise
+        return Placed(True, False)  # a concurrent request placed a payment for the order first
+    assert row is not None
+    return Placed(*row)
 
 
 async def select_payment(conn: Connection, tenant_id: str, payment_id: uuid.UUID) -> PaymentRow | None:
