@@ -81,7 +81,8 @@ WITH payment AS (
     FOR NO KEY UPDATE
 ), target AS (
     -- As the lock finds it: a lock waited for returns the row as its holder left it.
-    SELECT o.id, o.status, o.version, o.reserved_until, greatest(p.settled_at, o.updated_at) AS changed_at
+    SELECT o.id, o.status AS order_status, o.version, o.reserved_until,
+           greatest(p.settled_at, o.updated_at) AS changed_at
     FROM payment AS p
     JOIN orders AS o ON o.tenant_id = p.tenant_id AND o.id = p.order_id
     FOR NO KEY UPDATE OF o
@@ -100,36 +101,40 @@ WITH payment AS (
     SET status = $3, failure_reason = $5, updated_at = s.settled_at
     FROM payment AS s CROSS JOIN claim
     WHERE p.id = s.id
-), changed AS (
+), paid AS (
+    -- The success: confirmed -> paid (states.PAY), version + 1.
     UPDATE orders AS o
-    SET status = CASE $3 WHEN 'succeeded' THEN 'paid' ELSE 'cancelled' END, version = o.version + 1,
-        updated_at = t.changed_at
+    SET status = 'paid', version = o.version + 1, updated_at = t.changed_at
     FROM payment AS p CROSS JOIN target AS t CROSS JOIN claim
-    WHERE o.tenant_id = p.tenant_id AND o.id = t.id AND t.status = 'confirmed'
+    WHERE o.tenant_id = p.tenant_id AND o.id = t.id AND status = 'confirmed' AND $3 = 'succeeded'
+), cancelled AS (
+    -- The compensation of a failure: confirmed -> cancelled, version + 1; return_stock gives its stock back.
+    UPDATE orders AS o
+    SET status = 'cancelled', version = o.version + 1, updated_at = t.changed_at
+    FROM payment AS p CROSS JOIN target AS t CROSS JOIN claim
+    WHERE o.tenant_id = p.tenant_id AND o.id = t.id AND status = 'confirmed' AND $3 = 'failed'
 ), event AS (
     INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
     SELECT $7, e.type, t.id, e.version, p.tenant_id, e.at, e.payload
     FROM payment AS p CROSS JOIN target AS t CROSS JOIN claim
-    -- What a settlement means for its order, as the order stands. Any other case (a failure for an order
+    -- The event of each case, as the order stood under its lock. Any other case (a failure for an order
     -- cancelled meanwhile, either outcome for one closed meanwhile) leaves the order as it is, with no event.
     CROSS JOIN LATERAL (VALUES
-        -- confirmed -> paid, version + 1
-        ($3 = 'succeeded' AND t.status = 'confirmed', 'orders.paid', t.version + 1, t.changed_at,
+        ($3 = 'succeeded' AND t.order_status = 'confirmed', 'orders.paid', t.version + 1, t.changed_at,
          jsonb_build_object('orderId', t.id, 'tenantId', p.tenant_id, 'paymentId', p.id,
                             'amountCents', p.amount_cents, 'paidAt', rfc3339(t.changed_at))),
-        -- confirmed -> cancelled, version + 1: the compensation (its stock goes back by return_stock)
-        ($3 = 'failed' AND t.status = 'confirmed', 'orders.cancelled', t.version + 1, t.changed_at,
+        ($3 = 'failed' AND t.order_status = 'confirmed', 'orders.cancelled', t.version + 1, t.changed_at,
          jsonb_build_object('orderId', t.id, 'tenantId', p.tenant_id, 'reason', 'payment_failed',
                             'cancelledAt', rfc3339(t.changed_at))),
         -- money taken for an order cancelled meanwhile (its reservation ran out, say) must go back
-        ($3 = 'succeeded' AND t.status = 'cancelled', 'payments.refund_required', t.version, p.settled_at,
+        ($3 = 'succeeded' AND t.order_status = 'cancelled', 'payments.refund_required', t.version, p.settled_at,
          jsonb_build_object('paymentId', p.id, 'orderId', t.id, 'tenantId', p.tenant_id,
                             'amountCents', p.amount_cents))
     ) AS e (due, type, version, at, payload)
     WHERE e.due
 )
 SELECT c.response_body, p.tenant_id, p.order_id,
-       $3 = 'failed' AND t.status = 'confirmed' AND t.reserved_until IS NOT NULL
+       $3 = 'failed' AND t.order_status = 'confirmed' AND t.reserved_until IS NOT NULL
 FROM claim AS c CROSS JOIN payment AS p CROSS JOIN target AS t;
 
 -- name: select_webhook_delivery
