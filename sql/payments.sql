@@ -68,12 +68,12 @@ ORDER BY p.created_at DESC, p.id DESC;
 -- The provider's delivery $1 settling payment $2 (across tenants) as $3, 'succeeded' for amount $4 or 'failed'
 -- with reason $5, at $6 (the service's clock, never before the payment's own), with everything it means, in
 -- one statement: claims the delivery id storing its answer (the settled payment as the API renders it: the
--- same bytes as schemas.Payment, which a test holds), settles the payment, and applies the table of rules
--- below to its order, with outbox event $7. Locks the payment, then its order, then claims the delivery id
--- (waiting for a concurrent claim of it to end). No row back, nothing written: the delivery id is claimed
--- already, or the payment is unknown, not pending, or (a success) of another amount. Otherwise the answer,
--- the payment's tenant and order, and whether that order was cancelled with lines whose stock return_stock
--- gives back in the same transaction.
+-- same bytes as schemas.Payment, which a test holds), settles the payment, moves a confirmed order to paid or
+-- cancelled, and writes the case's outbox event $7 (below). Locks the payment, then its order, then claims the
+-- delivery id (waiting for a concurrent claim of it to end). No row back, nothing written: the delivery id is
+-- claimed already, or the payment is unknown, not pending, or (a success) of another amount. Otherwise the
+-- answer, the payment's tenant and order, and whether that order was cancelled with lines whose stock
+-- return_stock gives back in the same transaction.
 WITH payment AS (
     SELECT id, tenant_id, order_id, amount_cents, created_at, greatest($6, updated_at) AS settled_at
     FROM payments
