@@ -40,6 +40,9 @@ CODES = {
 
 RETRY_SOON = {"Retry-After": "1"}
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# Standard Webhooks defines no HTTP authentication scheme; a 401 must still name one (RFC 9110 11.6.1):
+# this one names the signature the provider's deliveries carry (docs/webhook-perf.md).
+WEBHOOK_CHALLENGE = {"WWW-Authenticate": 'StandardWebhooks realm="payments"'}
 
 
 def code_of(status: int) -> str:
@@ -115,12 +118,19 @@ WEBHOOK_HEADERS_MISSING = Problem(
     401,
     "send webhook-id (1-255 visible ASCII characters), webhook-timestamp (Unix seconds), webhook-signature",
     "webhook_headers_missing",
+    headers=WEBHOOK_CHALLENGE,
 )
 WEBHOOK_TIMESTAMP_OUT_OF_TOLERANCE = Problem(
-    401, "webhook-timestamp is more than 300 s away from now", "webhook_timestamp_out_of_tolerance"
+    401,
+    "webhook-timestamp is more than 300 s away from now",
+    "webhook_timestamp_out_of_tolerance",
+    headers=WEBHOOK_CHALLENGE,
 )
 WEBHOOK_SIGNATURE_MISMATCH = Problem(
-    401, "no webhook-signature entry matches a configured secret", "webhook_signature_mismatch"
+    401,
+    "no webhook-signature entry matches a configured secret",
+    "webhook_signature_mismatch",
+    headers=WEBHOOK_CHALLENGE,
 )
 TENANT_MISMATCH = Problem(403, "X-Tenant-Id does not match the token's tenant")
 BODY_TENANT_MISMATCH = Problem(403, "tenantId in the body does not match the caller's tenant")

@@ -37,7 +37,6 @@ _ETAG = _header(
 _REPLAYED = _header("true when this is a stored response replayed", {"const": "true"})
 _UUID_PATH = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _RETRY_AFTER = _header("Seconds to wait before retrying")
-_CHALLENGE = _header("Bearer: how to authenticate")
 
 _TENANT = {
     "name": "X-Tenant-Id",
@@ -191,8 +190,11 @@ def _failures(problems: Iterable[Problem], fields: dict[str, Any]) -> dict[str, 
         headers = {"X-Request-ID": _REQUEST_ID}
         if any(p.headers and "Retry-After" in p.headers for p in listed):
             headers["Retry-After"] = _RETRY_AFTER
-        if any(p.headers and "WWW-Authenticate" in p.headers for p in listed):
-            headers["WWW-Authenticate"] = _CHALLENGE
+        challenges = sorted(
+            {p.headers["WWW-Authenticate"] for p in listed if p.headers and "WWW-Authenticate" in p.headers}
+        )
+        if challenges:
+            headers["WWW-Authenticate"] = _header(f"{' or '.join(challenges)}: how to authenticate")
         response["headers"] = headers
         responses[str(status)] = response
     return responses

@@ -1,38 +1,47 @@
--- Payments: asked for by a tenant's request, settled by the provider's webhook. The webhook's statements lock
--- the payment row first, then its order, then (giving stock back) the products in id order, as everywhere.
--- Once the payment and its order are locked, each settlement is one statement whose guards repeat what was
--- read under those locks; a settlement also stores the delivery's answer (webhook_deliveries).
+-- Payments: asked for by a tenant's request, settled by the provider's webhook. A settlement is one statement
+-- (settle_payment) that locks the payment row, then its order, then claims the delivery id; the compensation's
+-- return_stock (sql/stock.sql) then locks the products in id order in the same transaction: payment -> order ->
+-- products, as everywhere. The delivery's answer is stored by the statement that settles (webhook_deliveries).
 
 -- name: create_payment
--- Payment $3 (pending, created at $5) for the total of order $2 of tenant $1, plus outbox event $4
--- payments.requested, in one statement; only while the order is confirmed with a total above 0 and has no
--- pending or succeeded payment. The order is share-locked, so it cannot change state before this commits.
--- No row back: the order was not in that state (a concurrent request that inserted first included).
-WITH target AS (
-    SELECT id, version, total_cents
+-- Fast path of an idempotent payment request, one statement: while order $2 of tenant $1 is confirmed with the
+-- total $5 the response was rendered with and has no pending or succeeded payment, claims key $6 (fingerprint
+-- $7, lifetime $10) storing response $8/$9, and inserts payment $3 (pending, created at $4) with outbox event
+-- $11 payments.requested. Returns whether the key was new, and whether it was claimed: a key that exists (after
+-- waiting for a concurrent claim of it to end) or an order in another state claims nothing and writes nothing.
+-- The order is share-locked, so it cannot change state before this commits.
+WITH fresh AS (
+    SELECT NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE tenant_id = $1 AND key = $6) AS yes
+), target AS (
+    SELECT id, version
     FROM orders
-    WHERE tenant_id = $1 AND id = $2 AND status = 'confirmed' AND total_cents > 0
+    WHERE tenant_id = $1 AND id = $2 AND status = 'confirmed' AND total_cents = $5 AND (SELECT yes FROM fresh)
+      -- Read from the statement's snapshot, so a payment being settled right now is seen and never waited
+      -- for (its webhook holds the payment and waits for this order's lock).
+      AND NOT EXISTS (
+          SELECT 1 FROM payments AS p
+          WHERE p.tenant_id = $1 AND p.order_id = $2 AND p.status IN ('pending', 'succeeded')
+      )
     FOR SHARE
+), claim AS (
+    INSERT INTO idempotency_keys
+        (tenant_id, key, fingerprint, response_status, response_headers, response_body, created_at, expires_at)
+    SELECT $1, $6, $7, 201, $8, $9, now(), now() + $10::interval FROM target
+    ON CONFLICT (tenant_id, key) DO NOTHING
+    RETURNING 1
 ), placed AS (
+    -- No ON CONFLICT: a payment a concurrent request inserted for this order (after this statement's snapshot)
+    -- fails the whole statement on payments_order_open_key once that request commits, the claim included.
     INSERT INTO payments (id, tenant_id, order_id, status, amount_cents, created_at, updated_at)
-    SELECT $3, $1, t.id, 'pending', t.total_cents, $5, $5
-    FROM target AS t
-    -- Read from the statement's snapshot, so a payment being settled right now is seen and never waited
-    -- for (its webhook holds the payment and waits for this order's lock); ON CONFLICT covers a concurrent
-    -- request's insert, which this one waits for and then leaves alone.
-    WHERE NOT EXISTS (
-        SELECT 1 FROM payments AS p
-        WHERE p.tenant_id = $1 AND p.order_id = $2 AND p.status IN ('pending', 'succeeded')
-    )
-    ON CONFLICT (order_id) WHERE status IN ('pending', 'succeeded') DO NOTHING
-    RETURNING id, tenant_id, order_id, status, amount_cents, failure_reason, created_at, updated_at
+    SELECT $3, $1, $2, 'pending', $5, $4, $4 FROM claim
+    RETURNING id
 ), requested AS (
     INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
-    SELECT $4, 'payments.requested', p.order_id, t.version, $1, p.created_at, jsonb_build_object(
-        'paymentId', p.id, 'orderId', p.order_id, 'tenantId', p.tenant_id, 'amountCents', p.amount_cents)
-    FROM placed AS p JOIN target AS t ON t.id = p.order_id
+    SELECT $11, 'payments.requested', t.id, t.version, $1, $4, jsonb_build_object(
+        'paymentId', p.id, 'orderId', t.id, 'tenantId', $1::text, 'amountCents', $5::int)
+    FROM placed AS p CROSS JOIN target AS t
 )
-SELECT * FROM placed;
+SELECT (SELECT yes FROM fresh), EXISTS (SELECT 1 FROM placed);
 
 -- name: select_payment
 -- The payment $2 of tenant $1.
@@ -55,125 +64,95 @@ LEFT JOIN payments AS p ON p.tenant_id = o.tenant_id AND p.order_id = o.id
 WHERE o.tenant_id = $1 AND o.id = $2
 ORDER BY p.created_at DESC, p.id DESC;
 
--- name: claim_webhook_delivery
--- The provider's delivery $1 of a settlement of payment $2, across tenants: claims the delivery id (waiting
--- for a concurrent claim of it to end) and, when it was new, locks the payment and then its order. Returns
--- whether it was new, the payment, and its order's status and version as they are now (a lock waited for
--- returns the row as its holder left it).
-WITH claim AS (
-    INSERT INTO webhook_deliveries (id, received_at)
-    VALUES ($1, now())
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-), payment AS (
-    SELECT id, tenant_id, order_id, status, amount_cents, failure_reason, created_at, updated_at
+-- name: settle_payment
+-- The provider's delivery $1 settling payment $2 (across tenants) as $3, 'succeeded' for amount $4 or 'failed'
+-- with reason $5, at $6 (the service's clock, never before the payment's own), with everything it means, in
+-- one statement: claims the delivery id storing its answer (the settled payment as the API renders it: the
+-- same bytes as schemas.Payment, which a test holds), settles the payment, moves a confirmed order to paid or
+-- cancelled, and writes the case's outbox event $7 (below). Locks the payment, then its order, then claims the
+-- delivery id (waiting for a concurrent claim of it to end). No row back, nothing written: the delivery id is
+-- claimed already, or the payment is unknown, not pending, or (a success) of another amount. Otherwise the
+-- answer, the payment's tenant and order, and whether that order was cancelled with lines whose stock
+-- return_stock gives back in the same transaction.
+WITH payment AS (
+    SELECT id, tenant_id, order_id, amount_cents, created_at, greatest($6, updated_at) AS settled_at
     FROM payments
-    WHERE id = $2 AND EXISTS (SELECT 1 FROM claim)
+    WHERE id = $2 AND status = 'pending' AND ($3 = 'failed' OR amount_cents = $4)
     FOR NO KEY UPDATE
-)
-SELECT EXISTS (SELECT 1 FROM claim), p.id, p.tenant_id, p.order_id, p.status, p.amount_cents, p.failure_reason,
-       p.created_at, p.updated_at, o.status, o.version
-FROM (SELECT 1) AS one
-LEFT JOIN payment AS p ON true
-LEFT JOIN LATERAL (
-    SELECT status, version
-    FROM orders
-    WHERE tenant_id = p.tenant_id AND id = p.order_id
-    FOR NO KEY UPDATE
-) AS o ON true;
-
--- name: select_webhook_delivery
--- The answer stored for delivery $1 (none while its claim is not committed, or when it was purged).
-SELECT response_status, response_body
-FROM webhook_deliveries
-WHERE id = $1 AND response_status IS NOT NULL;
-
--- name: answer_webhook_delivery
--- Stores answer $2 (status 200) for delivery $1, claimed in this transaction: a settlement that changed nothing.
-UPDATE webhook_deliveries
-SET response_status = 200, response_body = $2
-WHERE id = $1;
-
--- name: pay_order
--- confirmed -> paid at $5 for order $2 of tenant $1, its pending payment $3 succeeded at $5, outbox event $4
--- orders.paid, and answer $7 stored for delivery $6, in one statement.
-WITH paid AS (
-    UPDATE orders
-    SET status = 'paid', version = version + 1, updated_at = greatest($5, updated_at)
-    WHERE tenant_id = $1 AND id = $2 AND status = 'confirmed'
-      AND EXISTS (SELECT 1 FROM payments WHERE tenant_id = $1 AND id = $3 AND order_id = $2 AND status = 'pending')
-    RETURNING id, tenant_id, version, updated_at
+), target AS (
+    -- As the lock finds it: a lock waited for returns the row as its holder left it.
+    SELECT o.id, o.status AS order_status, o.version, o.reserved_until,
+           greatest(p.settled_at, o.updated_at) AS changed_at
+    FROM payment AS p
+    JOIN orders AS o ON o.tenant_id = p.tenant_id AND o.id = p.order_id
+    FOR NO KEY UPDATE OF o
+), claim AS (
+    INSERT INTO webhook_deliveries (id, received_at, response_status, response_body)
+    SELECT $1, now(), 200, convert_to(format(
+        '{"id":"%s","orderId":"%s","tenantId":%s,"amountCents":%s,"status":"%s","failureReason":%s,'
+        '"createdAt":"%s","updatedAt":"%s"}',
+        p.id, p.order_id, to_json(p.tenant_id), p.amount_cents, $3, coalesce(to_json($5::text)::text, 'null'),
+        rfc3339(p.created_at), rfc3339(p.settled_at)), 'UTF8')
+    FROM payment AS p CROSS JOIN target
+    ON CONFLICT (id) DO NOTHING
+    RETURNING response_body
 ), settled AS (
     UPDATE payments AS p
-    SET status = 'succeeded', updated_at = $5
-    FROM paid
-    WHERE p.tenant_id = $1 AND p.id = $3 AND p.order_id = paid.id AND p.status = 'pending'
-    RETURNING p.id, p.amount_cents
+    SET status = $3, failure_reason = $5, updated_at = s.settled_at
+    FROM payment AS s CROSS JOIN claim
+    WHERE p.id = s.id
+), paid AS (
+    -- The success: confirmed -> paid (states.PAY), version + 1.
+    UPDATE orders AS o
+    SET status = 'paid', version = o.version + 1, updated_at = t.changed_at
+    FROM payment AS p CROSS JOIN target AS t CROSS JOIN claim
+    WHERE o.tenant_id = p.tenant_id AND o.id = t.id AND status = 'confirmed' AND $3 = 'succeeded'
+), cancelled AS (
+    -- The compensation of a failure: confirmed -> cancelled, version + 1; return_stock gives its stock back.
+    UPDATE orders AS o
+    SET status = 'cancelled', version = o.version + 1, updated_at = t.changed_at
+    FROM payment AS p CROSS JOIN target AS t CROSS JOIN claim
+    WHERE o.tenant_id = p.tenant_id AND o.id = t.id AND status = 'confirmed' AND $3 = 'failed'
 ), event AS (
     INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
-    SELECT $4, 'orders.paid', paid.id, paid.version, $1, paid.updated_at, jsonb_build_object(
-        'orderId', paid.id, 'tenantId', paid.tenant_id, 'paymentId', s.id, 'amountCents', s.amount_cents,
-        'paidAt', rfc3339(paid.updated_at))
-    FROM paid CROSS JOIN settled AS s
-), answered AS (
-    UPDATE webhook_deliveries AS d
-    SET response_status = 200, response_body = $7
-    FROM settled
-    WHERE d.id = $6
+    SELECT $7, e.type, t.id, e.version, p.tenant_id, e.at, e.payload
+    FROM payment AS p CROSS JOIN target AS t CROSS JOIN claim
+    -- The event of each case, as the order stood under its lock. Any other case (a failure for an order
+    -- cancelled meanwhile, either outcome for one closed meanwhile) leaves the order as it is, with no event.
+    CROSS JOIN LATERAL (VALUES
+        ($3 = 'succeeded' AND t.order_status = 'confirmed', 'orders.paid', t.version + 1, t.changed_at,
+         jsonb_build_object('orderId', t.id, 'tenantId', p.tenant_id, 'paymentId', p.id,
+                            'amountCents', p.amount_cents, 'paidAt', rfc3339(t.changed_at))),
+        ($3 = 'failed' AND t.order_status = 'confirmed', 'orders.cancelled', t.version + 1, t.changed_at,
+         jsonb_build_object('orderId', t.id, 'tenantId', p.tenant_id, 'reason', 'payment_failed',
+                            'cancelledAt', rfc3339(t.changed_at))),
+        -- money taken for an order cancelled meanwhile (its reservation ran out, say) must go back
+        ($3 = 'succeeded' AND t.order_status = 'cancelled', 'payments.refund_required', t.version, p.settled_at,
+         jsonb_build_object('paymentId', p.id, 'orderId', t.id, 'tenantId', p.tenant_id,
+                            'amountCents', p.amount_cents))
+    ) AS e (due, type, version, at, payload)
+    WHERE e.due
 )
-SELECT count(*) FROM settled;
+SELECT c.response_body, p.tenant_id, p.order_id,
+       $3 = 'failed' AND t.order_status = 'confirmed' AND t.reserved_until IS NOT NULL
+FROM claim AS c CROSS JOIN payment AS p CROSS JOIN target AS t;
 
--- name: cancel_unpaid_order
--- The compensation of a failed payment: confirmed -> cancelled at $5 for order $2 of tenant $1, its pending
--- payment $3 failed at $5 with reason $6, outbox event $4 orders.cancelled (reason payment_failed), and answer
--- $8 stored for delivery $7, in one statement. Its stock goes back by return_stock in the same transaction.
-WITH cancelled AS (
-    UPDATE orders
-    SET status = 'cancelled', version = version + 1, updated_at = greatest($5, updated_at)
-    WHERE tenant_id = $1 AND id = $2 AND status = 'confirmed'
-      AND EXISTS (SELECT 1 FROM payments WHERE tenant_id = $1 AND id = $3 AND order_id = $2 AND status = 'pending')
-    RETURNING id, tenant_id, version, updated_at, reserved_until
-), failed AS (
-    UPDATE payments AS p
-    SET status = 'failed', failure_reason = $6, updated_at = $5
-    FROM cancelled
-    WHERE p.tenant_id = $1 AND p.id = $3 AND p.order_id = cancelled.id AND p.status = 'pending'
-    RETURNING p.id
-), event AS (
-    INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
-    SELECT $4, 'orders.cancelled', c.id, c.version, $1, c.updated_at, jsonb_build_object(
-        'orderId', c.id, 'tenantId', c.tenant_id, 'reason', 'payment_failed', 'cancelledAt', rfc3339(c.updated_at))
-    FROM cancelled AS c CROSS JOIN failed
-), answered AS (
-    UPDATE webhook_deliveries AS d
-    SET response_status = 200, response_body = $8
-    FROM failed
-    WHERE d.id = $7
-)
-SELECT c.reserved_until IS NOT NULL FROM cancelled AS c CROSS JOIN failed;
+-- name: select_webhook_delivery
+-- The answer stored for delivery $1, if any (none while its claim is not committed, or once it is purged), and
+-- payment $2 across tenants, if it exists: what a delivery that settle_payment did not settle is answered from.
+SELECT d.response_status, d.response_body, p.id, p.tenant_id, p.order_id, p.status, p.amount_cents,
+       p.failure_reason, p.created_at, p.updated_at
+FROM (SELECT 1) AS one
+LEFT JOIN webhook_deliveries AS d ON d.id = $1 AND d.response_status IS NOT NULL
+LEFT JOIN payments AS p ON p.id = $2;
 
--- name: settle_payment
--- Pending payment $2 of tenant $1 -> status $3 (reason $4) at $5 while its order $6 (at version $7) stays as it
--- is; with event type $8 (payments.refund_required, or NULL for none) as outbox event $9; and answer $11
--- stored for delivery $10, in one statement.
-WITH settled AS (
-    UPDATE payments
-    SET status = $3, failure_reason = $4, updated_at = $5
-    WHERE tenant_id = $1 AND id = $2 AND order_id = $6 AND status = 'pending'
-    RETURNING id, tenant_id, order_id, amount_cents
-), event AS (
-    INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
-    SELECT $9, $8, s.order_id, $7, $1, $5, jsonb_build_object(
-        'paymentId', s.id, 'orderId', s.order_id, 'tenantId', s.tenant_id, 'amountCents', s.amount_cents)
-    FROM settled AS s
-    WHERE $8::text IS NOT NULL
-), answered AS (
-    UPDATE webhook_deliveries AS d
-    SET response_status = 200, response_body = $11
-    FROM settled
-    WHERE d.id = $10
-)
-SELECT count(*) FROM settled;
+-- name: answer_webhook_delivery
+-- Claims delivery $1 with answer $2 (status 200): a delivery of a settlement already made, which changes
+-- nothing. No row back: the id was claimed meanwhile (after waiting for that claim to end).
+INSERT INTO webhook_deliveries (id, received_at, response_status, response_body)
+VALUES ($1, now(), 200, $2)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
 
 -- name: purge_webhook_deliveries
 -- Deletes at most $2 deliveries received more than $1 (interval) ago, oldest first.

@@ -75,9 +75,15 @@ def test_operation_ids_are_unique_identifiers():
 
 
 # ------------------------------------------------------------------------------------------ states
+# Where a transition's guard is not in the block <action>_order: a payment's success pays its order in the
+# statement that settles the payment (sql/payments.sql).
+GUARDED_IN = {"pay": "settle_payment"}
+
+
 def guard_of(block: str) -> tuple[set[str], str]:
-    """The statuses a guarded UPDATE accepts and the status it sets, read from its SQL."""
+    """The statuses the block's first guarded UPDATE of orders accepts and the status it sets."""
     sql = load_sql()[block]
+    sql = sql[sql.index("UPDATE orders") :]
     target = re.search(r"SET status = '(\w+)'", sql)
     sources = re.search(r"AND status (?:= '(\w+)'|IN \(([^)]*)\))", sql)
     assert target and sources, block
@@ -97,7 +103,7 @@ def test_every_transition_has_its_guard():
 
 @pytest.mark.parametrize("transition", EXPLICIT, ids=lambda t: t.action)
 def test_each_sql_guard_allows_exactly_the_transitions_of_the_state_machine(transition):
-    sources, target = guard_of(f"{transition.action}_order")
+    sources, target = guard_of(GUARDED_IN.get(transition.action, f"{transition.action}_order"))
     assert sources == set(transition.sources) and target == transition.target
 
 

@@ -135,6 +135,7 @@ async def test_orders_are_paid_or_cancelled_with_their_stock_back_by_the_fake_pr
                     if outcome == "succeeded":
                         closed = await http.post(f"/orders/{order_id}/close")
                         assert closed.status_code == 200 and closed.json()["status"] == "closed"
+                await wait_for(settled, timeout=60)  # the closes' events published too
             messages = await read_stream(server.url)
     finally:
         server.stop()

@@ -1,5 +1,6 @@
 """Asking for a payment, reading payments: tenant-scoped, idempotent, refused as the contract says."""
 
+import asyncio
 import uuid
 
 import pytest
@@ -8,7 +9,7 @@ from payment_helpers import KEY, deliver, events, paid_order, pay, payment_row, 
 
 from conftest import test_settings as settings_for
 from helpers import cancel, close, confirmed_id, create_id, tenant_headers
-from support import app_client, assert_error, order_row
+from support import app_client, assert_error, order_row, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +110,43 @@ async def test_concurrent_payment_requests_for_one_order_make_one_payment(client
             await db.fetchval("SELECT count(*) FROM payments WHERE order_id = $1", uuid.UUID(order_id)) == 1
         )
         assert len(await events(db, order_id)) == 1
+
+
+async def test_a_payment_placed_by_a_concurrent_request_after_the_statement_began_refuses_it_whole(
+    fresh_database_url, fresh_db, tenant
+):
+    """Another request (another process's) inserts the order's payment after this one's statement read the
+    order: this one waits for it, then is 409 payment_exists with its key unused and nothing written."""
+    async with app_client(settings_for(fresh_database_url, webhook_secrets=(KEY,))) as http:
+        order_id = await confirmed_id(http, tenant)
+        other = uuid.uuid4()
+        async with fresh_db.acquire() as conn:
+            held = conn.transaction()
+            await held.start()
+            await conn.execute(
+                "INSERT INTO payments (id, tenant_id, order_id, status, amount_cents, created_at, "
+                "updated_at) VALUES ($1, $2, $3, 'pending', 1000, now(), now())",
+                other,
+                tenant,
+                uuid.UUID(order_id),
+            )
+            request = asyncio.create_task(pay(http, tenant, order_id, key="waits"))
+            await wait_for(
+                lambda: fresh_db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE application_name = 'orders-svc' AND wait_event_type = 'Lock'"
+                ),
+                timeout=10,
+            )
+            await held.commit()
+            response = await request
+    assert_error(response, 409, "conflict", "payment_exists")
+    assert response.json()["details"]["paymentId"] == str(other)
+    assert await fresh_db.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = 'waits'") == 0
+    assert (
+        await fresh_db.fetchval("SELECT count(*) FROM payments WHERE order_id = $1", uuid.UUID(order_id)) == 1
+    )
+    assert await events(fresh_db, order_id) == []
 
 
 async def test_a_payment_and_the_orders_payments_are_read_back(client, db, tenant):

@@ -109,9 +109,9 @@ GLOBAL_BLOCKS = {
     "purge_expired_idempotency_keys": "housekeeping: purges expired keys of every tenant",
     "outbox_status": "an operator command (orders-svc outbox status): the backlog of every tenant's events",
     "expire_reservations": "housekeeping: cancels the expired reservations of every tenant",
-    "claim_webhook_delivery": "the provider's webhook names a payment, not a tenant; later statements take "
-    "the tenant from the payment it locked",
-    "select_webhook_delivery": "the provider's delivery ids hold no tenant data",
+    "settle_payment": "the provider's webhook names a payment, not a tenant; the statement takes the tenant "
+    "from the payment it locks",
+    "select_webhook_delivery": "the provider's delivery ids hold no tenant data, and it names a payment",
     "answer_webhook_delivery": "the provider's delivery ids hold no tenant data",
     "purge_webhook_deliveries": "housekeeping: purges the provider's old delivery ids",
     "select_payment_amount": "the fake provider (standing in for the payment provider) looks a payment up",

@@ -20,7 +20,7 @@ from payment_helpers import (
 from orders_svc.housekeeping import purge
 
 from conftest import test_settings as settings_for
-from helpers import cancel
+from helpers import cancel, close
 from support import app_client, assert_error, order_row
 
 
@@ -86,6 +86,7 @@ async def test_a_delivery_without_a_valid_signature_is_401_and_changes_nothing(c
     body, headers = signature_cases(settlement(payment_id))[case]
     response = await client.post("/webhooks/payments", content=body, headers=headers)
     assert_error(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == 'StandardWebhooks realm="payments"'  # RFC 9110 11.6.1
     await unchanged(db, order_id, payment_id, product)
     assert (
         await db.fetchval(
@@ -190,6 +191,22 @@ async def test_failure_for_an_order_cancelled_meanwhile_only_fails_the_payment(c
     assert [e for e, _ in await events(db, order_id)] == ["payments.requested", "orders.cancelled"]
 
 
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+async def test_a_settlement_for_an_order_closed_meanwhile_only_settles_the_payment(
+    client, db, tenant, outcome
+):
+    """Closed without waiting for its payment: the order is done, so money taken for it is owed, not
+    refunded, and an order that changes nothing writes no event."""
+    order_id, payment_id, product = await paid_order(client, db, tenant)
+    assert (await close(client, tenant, order_id)).status_code == 200
+    response = await deliver(client, settlement(payment_id, outcome))
+    assert response.status_code == 200 and response.json()["status"] == outcome
+    order = await order_row(db, order_id)
+    assert (order["status"], order["version"]) == ("closed", 3)
+    assert await stock_of(db, product) == 8
+    assert [e for e, _ in await events(db, order_id)] == ["payments.requested", "orders.closed"]
+
+
 async def test_an_order_whose_reservation_expires_while_its_payment_is_pending_is_refunded(
     fresh_database_url, fresh_db, tenant
 ):
@@ -259,6 +276,26 @@ async def test_a_repeated_delivery_gets_the_first_answer_and_is_processed_once(c
     assert [e for e, _ in await events(db, order_id)] == ["payments.requested", "orders.cancelled"]
     stored = await db.fetchrow("SELECT * FROM webhook_deliveries WHERE id = $1", headers["webhook-id"])
     assert (stored["response_status"], bytes(stored["response_body"])) == (200, first.content)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [None, "card_declined", 'quote " backslash \\ slash / <tag> & é \u2028 \x01 \x1f \x7f \n\t\b\f\r'],
+)
+async def test_the_answer_stored_with_a_settlement_is_the_payment_as_the_api_renders_it(
+    client, db, tenant, reason
+):
+    """The statement that settles renders the answer it stores: the same bytes as GET /payments/{id}."""
+    for outcome in ("succeeded", "failed"):
+        _, payment_id, _ = await paid_order(client, db, tenant)
+        body = settlement(payment_id, outcome, **({"failureReason": reason} if reason else {}))
+        headers = signed(body)
+        first = await deliver(client, body, headers)
+        assert first.status_code == 200, first.text
+        got = await client.get(f"/payments/{payment_id}", headers={"X-Tenant-Id": tenant})
+        assert first.content == got.content
+        again = await deliver(client, body, signed(body, webhook_id=headers["webhook-id"]))
+        assert (again.content, again.headers.get("idempotent-replayed")) == (first.content, "true")
 
 
 async def test_a_refused_delivery_leaves_no_trace_so_its_corrected_retry_is_processed(client, db, tenant):

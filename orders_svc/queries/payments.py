@@ -4,6 +4,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+import asyncpg
+
 from ..db import Connection
 from . import deleted, statement
 
@@ -11,12 +13,9 @@ CREATE_PAYMENT = statement("create_payment")
 SELECT_PAYMENT = statement("select_payment")
 SELECT_OPEN_PAYMENT = statement("select_open_payment")
 LIST_ORDER_PAYMENTS = statement("list_order_payments")
-CLAIM_WEBHOOK_DELIVERY = statement("claim_webhook_delivery")
+SETTLE_PAYMENT = statement("settle_payment")
 SELECT_WEBHOOK_DELIVERY = statement("select_webhook_delivery")
 ANSWER_WEBHOOK_DELIVERY = statement("answer_webhook_delivery")
-PAY_ORDER = statement("pay_order")
-CANCEL_UNPAID_ORDER = statement("cancel_unpaid_order")
-SETTLE_PAYMENT = statement("settle_payment")
 PURGE_WEBHOOK_DELIVERIES = statement("purge_webhook_deliveries")
 
 
@@ -31,36 +30,78 @@ class PaymentRow(NamedTuple):
     updated_at: datetime
 
 
-class Claimed(NamedTuple):
-    """A delivery's claim: whether its id was new and, if so, its payment and that payment's order as they
-    are under the locks now held (None: no such payment)."""
+class Settlement(NamedTuple):
+    """What a provider's delivery asks for: payment `payment_id` settled as `outcome` (a success for
+    `amount_cents`; a failure with `failure_reason`), at `at` on the service's clock."""
 
-    new: bool
-    payment: PaymentRow | None
-    order_status: str | None
-    order_version: int | None
+    delivery_id: str
+    payment_id: uuid.UUID
+    outcome: str
+    amount_cents: int
+    failure_reason: str | None
+    at: datetime
+
+
+class Settled(NamedTuple):
+    """A settlement made: the delivery's stored answer, the payment's order, and whether that order was
+    cancelled with lines (its stock goes back in the same transaction)."""
+
+    answer: bytes
+    tenant_id: str
+    order_id: uuid.UUID
+    stock_back: bool
 
 
 class Delivery(NamedTuple):
-    """Which delivery a settlement answers, and the answer to store for it."""
+    """A delivery settle_payment did not settle: its stored answer, if any, and its payment, if it exists."""
 
-    id: str
-    answer: bytes
+    answer: tuple[int, bytes] | None
+    payment: PaymentRow | None
 
 
 def _payment(row: object) -> PaymentRow | None:
     return None if row is None else PaymentRow(*row)  # type: ignore[misc]
 
 
+class Placed(NamedTuple):
+    """What create_payment did: whether the key was new, and whether it was claimed (the payment placed)."""
+
+    fresh: bool
+    claimed: bool
+
+
 async def create_payment(
     conn: Connection,
-    tenant_id: str,
-    order_id: uuid.UUID,
-    payment_id: uuid.UUID,
+    idem: tuple[str, bytes, timedelta],
+    response: tuple[dict[str, str], bytes],
+    payment: PaymentRow,
     event_id: uuid.UUID,
-    at: datetime,
-) -> PaymentRow | None:
-    return _payment(await conn.fetchrow(CREATE_PAYMENT, tenant_id, order_id, payment_id, event_id, at))
+) -> Placed:
+    """The key claimed with the response stored, and `payment` placed with its event, unless the key exists
+    or the order is not confirmed with the payment's amount as its total and without an open payment."""
+    key, fingerprint, ttl = idem
+    headers, body = response
+    try:
+        row = await conn.fetchrow(
+            CREATE_PAYMENT,
+            payment.tenant_id,
+            payment.order_id,
+            payment.id,
+            payment.created_at,
+            payment.amount_cents,
+            key,
+            fingerprint,
+            headers,
+            body,
+            ttl,
+            event_id,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "payments_order_open_key":
+            raise
+        return Placed(True, False)  # a concurrent request placed a payment for the order first
+    assert row is not None
+    return Placed(*row)
 
 
 async def select_payment(conn: Connection, tenant_id: str, payment_id: uuid.UUID) -> PaymentRow | None:
@@ -81,84 +122,23 @@ async def list_order_payments(
     return [PaymentRow(*row[1:]) for row in rows if row[1] is not None]
 
 
-async def claim_webhook_delivery(conn: Connection, delivery_id: str, payment_id: uuid.UUID) -> Claimed:
-    row = await conn.fetchrow(CLAIM_WEBHOOK_DELIVERY, delivery_id, payment_id)
+async def settle_payment(conn: Connection, settlement: Settlement, event_id: uuid.UUID) -> Settled | None:
+    """The settlement with all it means, the delivery claimed with its answer; None when the delivery id was
+    claimed already or the payment is unknown, not pending, or of another amount: nothing was written."""
+    row = await conn.fetchrow(SETTLE_PAYMENT, *settlement, event_id)
+    return None if row is None else Settled(*row)
+
+
+async def select_webhook_delivery(conn: Connection, delivery_id: str, payment_id: uuid.UUID) -> Delivery:
+    row = await conn.fetchrow(SELECT_WEBHOOK_DELIVERY, delivery_id, payment_id)
     assert row is not None
-    payment = PaymentRow(*row[1:9]) if row[1] is not None else None
-    return Claimed(row[0], payment, row[9], row[10])
+    answer = (row[0], row[1]) if row[0] is not None else None
+    return Delivery(answer, PaymentRow(*row[2:]) if row[2] is not None else None)
 
 
-async def select_webhook_delivery(conn: Connection, delivery_id: str) -> tuple[int, bytes] | None:
-    row = await conn.fetchrow(SELECT_WEBHOOK_DELIVERY, delivery_id)
-    return None if row is None else (row[0], row[1])
-
-
-async def answer_webhook_delivery(conn: Connection, delivery: Delivery) -> None:
-    await conn.execute(ANSWER_WEBHOOK_DELIVERY, delivery.id, delivery.answer)
-
-
-async def pay_order(
-    conn: Connection, payment: PaymentRow, event_id: uuid.UUID, at: datetime, delivery: Delivery
-) -> bool:
-    """confirmed -> paid with the payment's success; False when the guards matched nothing."""
-    args = (payment.tenant_id, payment.order_id, payment.id, event_id, at, delivery.id, delivery.answer)
-    return bool(await conn.fetchval(PAY_ORDER, *args))
-
-
-async def cancel_unpaid_order(
-    conn: Connection,
-    payment: PaymentRow,
-    event_id: uuid.UUID,
-    reason: str | None,
-    at: datetime,
-    delivery: Delivery,
-) -> bool | None:
-    """confirmed -> cancelled by the payment's failure; whether the order has lines (None: no match)."""
-    return await conn.fetchval(  # type: ignore[no-any-return]
-        CANCEL_UNPAID_ORDER,
-        payment.tenant_id,
-        payment.order_id,
-        payment.id,
-        event_id,
-        at,
-        reason,
-        delivery.id,
-        delivery.answer,
-    )
-
-
-class Event(NamedTuple):
-    """An outbox event a settlement writes without changing the order: its type and id, at the order's
-    current version."""
-
-    type: str
-    id: uuid.UUID
-    order_version: int
-
-
-async def settle_payment(
-    conn: Connection,
-    payment: PaymentRow,
-    settled: PaymentRow,
-    event: Event | None,
-    delivery: Delivery,
-) -> bool:
-    """The payment settled as `settled` says, its order left as it is; False when nothing matched."""
-    count = await conn.fetchval(
-        SETTLE_PAYMENT,
-        payment.tenant_id,
-        payment.id,
-        settled.status,
-        settled.failure_reason,
-        settled.updated_at,
-        payment.order_id,
-        event.order_version if event is not None else None,
-        event.type if event is not None else None,
-        event.id if event is not None else None,
-        delivery.id,
-        delivery.answer,
-    )
-    return bool(count)
+async def answer_webhook_delivery(conn: Connection, delivery_id: str, answer: bytes) -> bool:
+    """Claims the delivery with its answer; False when it was claimed meanwhile."""
+    return await conn.fetchval(ANSWER_WEBHOOK_DELIVERY, delivery_id, answer) is not None
 
 
 async def purge_webhook_deliveries(conn: Connection, older_than: timedelta, limit: int) -> int:
