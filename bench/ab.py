@@ -11,7 +11,8 @@ of each service and of its database's PostgreSQL backends. A load on the machine
 falls on both sides of each pair, so the table gives, per scenario, the median over the rounds of this tree's
 figure divided by the other's (requests/s; CPU µs per request of the service, and of its PostgreSQL backends),
 with the range of those ratios. Scenarios: create (a fresh Idempotency-Key per request), confirm and close
-(each over pre-created orders of its own per round), get, and the first page of a list.
+(each over pre-created orders of its own per round), get, the first page of a list, orders with 3 items over
+100 products per tenant, and orders of one item of the one product every connection buys.
 """
 
 import argparse
@@ -33,7 +34,7 @@ import psycopg
 sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))  # servers.py, shared with the tests
 
 from sampling import find_wrk
-from scenarios import seed_orders
+from scenarios import ITEM_LINES, ITEM_PRODUCTS_PER_THREAD, seed_orders, seed_products
 from service import fresh_database
 
 from servers import create_database, free_port, wait_until_ready
@@ -173,6 +174,11 @@ def main() -> None:
                     for key, status in (("confirm", "draft"), ("close", "confirmed")):
                         prefix = work / f"{side.name}-{key}{index}-"
                         seed_orders(side.dsn, f"ab-{key}{index}-", THREADS, per_round, status, prefix)
+                # Seeded alike on both sides, in the same order: neither gets the better table layout.
+                for index in range(THREADS):
+                    path = work / f"{side.name}-products-{index}"
+                    seed_products(side.dsn, f"ab-items-{index}", ITEM_PRODUCTS_PER_THREAD, path)
+                seed_products(side.dsn, "ab-hot", 1, work / f"{side.name}-hot")
                 with psycopg.connect(side.dsn, autocommit=True) as conn:
                     conn.execute("VACUUM ANALYZE")
             for side in (this, other):  # the pools open their connections, the statements get prepared
@@ -186,6 +192,8 @@ def main() -> None:
                     ("close", "order_change.lua", closes),
                     ("get", "get.lua", walk(work, "get")),
                     ("list", "list.lua", both(["/orders", "ab-list-0"])),
+                    ("items", "create_items.lua", products(work, f"{run}{index}", "items", ITEM_LINES)),
+                    ("hot", "create_items.lua", products(work, f"{run}{index}", "hot", 1)),
                 ]
                 order = (this, other) if index % 2 == 0 else (other, this)
                 for key, script, args in scenarios:
@@ -198,6 +206,13 @@ def main() -> None:
 
 def both(args: list[str]) -> dict[str, list[str]]:
     return {"this": args, "other": args}
+
+
+def products(work: Path, run: str, key: str, lines: int) -> dict[str, list[str]]:
+    """create_items.lua's args: orders of `lines` items over each thread's products (items), or all over the
+    one product every connection buys (hot)."""
+    tenant, path = ("ab-items-", "products-") if key == "items" else ("ab-hot", "hot")
+    return {name: [run, tenant, f"{work}/{name}-{path}", str(lines)] for name in ("this", "other")}
 
 
 def walk(work: Path, key: str, index: int | str = "") -> dict[str, list[str]]:

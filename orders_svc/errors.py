@@ -41,7 +41,7 @@ CODES = {
 RETRY_SOON = {"Retry-After": "1"}
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 # Standard Webhooks defines no HTTP authentication scheme; a 401 must still name one (RFC 9110 11.6.1):
-# this one names the signature the provider's deliveries carry (docs/webhook-perf.md).
+# this one names the signature the provider's deliveries carry (docs/payments.md).
 WEBHOOK_CHALLENGE = {"WWW-Authenticate": 'StandardWebhooks realm="payments"'}
 
 

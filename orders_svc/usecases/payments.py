@@ -41,7 +41,7 @@ async def create_payment(pool: Pool, tenant: str, order_id: uuid.UUID, idem: Ide
     is still so. Measured against perform's generic steps (BEGIN, claim, insert, store, COMMIT) with 32
     asyncpg clients in SQL alone: 2,340 against 1,660 payments/s, p99 33 against 58 ms (medians of four
     interleaved 5-s runs); through the service, 317 + 462 against 604 + 761 CPU µs per request (service +
-    PostgreSQL, same machine and hour; docs/webhook-perf.md)."""
+    PostgreSQL, same machine and hour; bench/README.md)."""
     payment_id, event_id = uuid.uuid4(), uuid.uuid4()
 
     async def create(conn: Connection, idem: Idempotency) -> Reply | None:
@@ -107,7 +107,7 @@ async def settle_payment(pool: Pool, delivery_id: str, event: PaymentWebhook) ->
     lock, settle, COMMIT: four round trips, the rows locked across them; 55911db) with 32 asyncpg clients in
     SQL alone: 2,130 against 1,080 successes/s, p99 43 against 116 ms (medians of four interleaved 5-s
     runs); through the service, 274 + 542 against 432 + 692 CPU µs per request (service + PostgreSQL, same
-    machine and hour; docs/webhook-perf.md)."""
+    machine and hour; bench/README.md)."""
     # Copies of one delivery queue in this process, one connection between them; distinct deliveries run
     # side by side (the route's path alone names no resource to queue on).
     contended.set(("webhook", delivery_id))
