@@ -185,7 +185,7 @@ class Settings:
     pool_max: int = env(
         "ORDERS_POOL_MAX",
         between(1, 1000),
-        32,
+        10,
         "Largest pool per worker process; requests beyond it wait for a connection in arrival order",
     )
     statement_timeout_ms: int = env(

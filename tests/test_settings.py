@@ -13,7 +13,8 @@ def test_defaults_need_no_environment():
     assert settings.idempotency_ttl == timedelta(hours=1)
     assert settings.auth_mode == "dev"
     assert settings.log_format == "json"
-    assert (settings.pool_min, settings.pool_max) == (2, 32)  # a connection per request in flight, up to 32
+    # Requests beyond the pool wait in the service, in arrival order, rather than in PostgreSQL's scheduler.
+    assert (settings.pool_min, settings.pool_max) == (2, 10)
 
 
 def test_values_are_read_from_the_environment():
