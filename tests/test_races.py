@@ -199,6 +199,24 @@ async def test_concurrent_closes_or_cancels_let_exactly_one_win_and_write_one_ou
         assert await outbox_count(db, order_id) == 1
 
 
+async def test_closes_and_cancels_racing_on_one_order_let_one_transition_win_with_its_own_event(http, db):
+    for _ in range(ROUNDS):
+        tenant = new_tenant()
+        order_id = await create_id(http, tenant)
+        assert (await confirm(http, tenant, order_id, total=4200)).status_code == 200
+        changes = [close if i % 2 else cancel for i in range(WRITERS)]
+        responses = await all_at_once([change(http, tenant, order_id) for change in changes])
+        won = [r for r in responses if r.status_code == 200]
+        assert len(won) == 1, [r.text for r in responses]
+        lost = [r for r in responses if r not in won]
+        assert {(r.status_code, reason(r)) for r in lost} == {(409, "invalid_transition")}
+        final = won[0].json()["status"]
+        row = await order_row(db, order_id)
+        assert (row["status"], row["version"]) == (final, 3)
+        events = await db.fetch("SELECT event_type FROM outbox WHERE order_id = $1", uuid.UUID(order_id))
+        assert [e["event_type"] for e in events] == [f"orders.{final}"]
+
+
 async def test_confirm_and_close_retries_racing_under_their_keys_change_state_once_and_replay_identically(
     http, db
 ):
