@@ -15,9 +15,8 @@ from contextlib import asynccontextmanager
 import asyncpg
 import httpx
 import psutil
-import psycopg
 import pytest
-from test_serving import LOCK_WAITERS, _connect, _poll, send_confirm, uvicorn_serving
+from test_serving import LOCK_WAITERS, _connect, _poll, confirm_on_a_locked_row
 
 from orders_svc import migrate
 from orders_svc.app import create_app
@@ -150,27 +149,16 @@ def test_a_request_whose_client_has_gone_is_dropped_before_it_takes_a_connection
         fresh_database_url, pool_min=1, pool_max=1, pool_timeout_ms=60_000, idempotency_wait_ms=60_000
     )
     caplog.set_level(logging.INFO, logger="orders_svc.request")
-    with (
-        uvicorn_serving(settings) as (_, base),
-        psycopg.connect(fresh_database_url) as holder,
-        psycopg.connect(fresh_database_url, autocommit=True) as observer,
-    ):
-        created = httpx.post(f"{base}/orders", headers={"X-Tenant-Id": tenant, "Idempotency-Key": "k"})
-        order_id = created.json()["id"]
-        holder.execute("SELECT 1 FROM orders WHERE id = %s FOR UPDATE", (order_id,))
-        with _connect(base) as confirm:
-            send_confirm(confirm, tenant, order_id)
-            _poll(lambda: observer.execute(LOCK_WAITERS).fetchone() == (1,))
-            assert observer.execute(LOCK_WAITERS).fetchone() == (1,)
-            for n in range(5):
-                with _connect(base) as gone:
-                    gone.sendall(
-                        f"GET /orders/{order_id} HTTP/1.1\r\nHost: t\r\nX-Tenant-Id: {tenant}\r\n"
-                        f"X-Request-ID: gone-{n}\r\n\r\n".encode()
-                    )
-            time.sleep(0.3)  # for them to reach the queue (had they not, they would end the same way)
-            holder.rollback()
-            assert confirm.recv(12) == b"HTTP/1.1 200"
+    with confirm_on_a_locked_row(settings, tenant) as waiting:
+        for n in range(5):
+            with _connect(waiting.base) as gone:
+                gone.sendall(
+                    f"GET /orders/{waiting.order_id} HTTP/1.1\r\nHost: t\r\nX-Tenant-Id: {tenant}\r\n"
+                    f"X-Request-ID: gone-{n}\r\n\r\n".encode()
+                )
+        time.sleep(0.3)  # for them to reach the queue (had they not, they would end the same way)
+        waiting.holder.rollback()
+        assert waiting.sock.recv(12) == b"HTTP/1.1 200"
         _poll(lambda: len(_statuses(caplog, "gone-")) == 5)
     assert sorted(_statuses(caplog, "gone-")) == [499] * 5
 

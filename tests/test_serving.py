@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httptools
@@ -239,6 +239,35 @@ def send_confirm(sock: socket.socket, tenant: str, order_id: str) -> None:
     )
 
 
+class Waiting(NamedTuple):
+    server: uvicorn.Server
+    base: str
+    order_id: str
+    sock: socket.socket  # the confirm's connection
+    holder: psycopg.Connection[Any]  # the session holding the order's row: rollback() lets the confirm go on
+
+
+@contextmanager
+def confirm_on_a_locked_row(settings: Any, tenant: str, **options: Any) -> Iterator[Waiting]:
+    """The service under uvicorn (`options`), a draft order of `tenant` whose row another session holds
+    locked, and a confirm of it sent on a raw socket, seen waiting for that lock."""
+    dsn = settings.database_url
+    with (
+        uvicorn_serving(settings, **options) as (server, base),
+        psycopg.connect(dsn) as holder,
+        psycopg.connect(dsn, autocommit=True) as observer,
+    ):
+        created = httpx.post(f"{base}/orders", headers={"X-Tenant-Id": tenant, "Idempotency-Key": "k"})
+        order_id = created.json()["id"]
+        holder.execute("SELECT 1 FROM orders WHERE id = %s FOR UPDATE", (order_id,))
+        with _connect(base) as sock:
+            send_confirm(sock, tenant, order_id)
+            _poll(lambda: observer.execute(LOCK_WAITERS).fetchone() == (1,))
+            assert observer.execute(LOCK_WAITERS).fetchone() == (1,), "the confirm never queued on the row"
+            yield Waiting(server, base, order_id, sock, holder)
+        holder.rollback()
+
+
 def _poll(condition: Callable[[], object], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
@@ -265,22 +294,10 @@ def test_a_request_still_running_when_shutdown_gives_up_on_it_gets_500_in_the_en
     """A confirm waits on a row another session holds locked; the server stops with a short grace period."""
     tenant = f"t-{uuid.uuid4().hex[:12]}"
     settings = settings_for(fresh_database_url, idempotency_wait_ms=60_000)
-    with (
-        uvicorn_serving(settings, timeout_graceful_shutdown=0.2) as (server, base),
-        psycopg.connect(fresh_database_url) as holder,
-        psycopg.connect(fresh_database_url, autocommit=True) as observer,
-    ):
-        created = httpx.post(f"{base}/orders", headers={"X-Tenant-Id": tenant, "Idempotency-Key": "k"})
-        order_id = created.json()["id"]
-        holder.execute("SELECT 1 FROM orders WHERE id = %s FOR UPDATE", (order_id,))
-        with _connect(base) as sock:
-            send_confirm(sock, tenant, order_id)
-            _poll(lambda: observer.execute(LOCK_WAITERS).fetchone() == (1,))
-            assert observer.execute(LOCK_WAITERS).fetchone() == (1,), "the confirm never queued on the row"
-            server.should_exit = True
-            answer = _read_response(sock, bytearray())
+    with confirm_on_a_locked_row(settings, tenant, timeout_graceful_shutdown=0.2) as waiting:
+        waiting.server.should_exit = True
+        answer = _read_response(waiting.sock, bytearray())
         _assert_envelope(answer, "HTTP/1.1 500 Internal Server Error", "internal_error")
-        holder.rollback()
 
 
 def test_the_uvicorn_internals_the_protocol_relies_on_are_still_there():
