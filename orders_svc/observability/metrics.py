@@ -8,6 +8,7 @@ the database when scraped (an index range, cached for a second, so a scrape stor
 """
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -91,18 +92,30 @@ RATE_LIMITED = Counter(
     "orders_rate_limited_requests", "Requests refused with 429 rate_limited, by policy", ("policy",)
 )
 
-_durations: dict[tuple[str, str, int], Histogram] = {}
 _wait = POOL_WAIT.observe
+
+
+# Each labelled child is looked up once per label set (bounded: methods, route templates, statuses, outcomes,
+# transitions): labels() validates its arguments and takes a lock on every call.
+@functools.cache
+def _duration(method: str, route: str, status: int) -> Histogram:
+    return REQUEST_DURATION.labels(method if method in METHODS else "_OTHER", route, str(status))
+
+
+@functools.cache
+def _outcome(outcome: str) -> Counter:
+    return IDEMPOTENCY.labels(outcome)
+
+
+@functools.cache
+def _transition(change: Transition) -> Counter:
+    sources = "|".join(status for status in OrderStatus if status in change.sources)
+    return TRANSITIONS.labels(sources, change.target)
 
 
 def observe_request(method: str, route: str | None, status: int, seconds: float) -> None:
     """One finished request, under its route template (never its raw path)."""
-    key = (method, route or UNKNOWN_ROUTE, status)
-    child = _durations.get(key)
-    if child is None:
-        label = method if method in METHODS else "_OTHER"
-        child = _durations[key] = REQUEST_DURATION.labels(label, key[1], str(status))
-    child.observe(seconds)
+    _duration(method, route or UNKNOWN_ROUTE, status).observe(seconds)
 
 
 def observe_pool_wait(seconds: float) -> None:
@@ -110,28 +123,16 @@ def observe_pool_wait(seconds: float) -> None:
         _wait(seconds)
 
 
-# Labelled children, looked up once: labels() validates and locks on every call.
-_outcomes: dict[str, Counter] = {}
-_transitions: dict[Transition, Counter] = {}
-
-
 def idempotency(outcome: str) -> None:
     if state.enabled:
-        child = _outcomes.get(outcome)
-        if child is None:
-            child = _outcomes[outcome] = IDEMPOTENCY.labels(outcome)
-        child.inc()
+        _outcome(outcome).inc()
 
 
 def transition(change: Transition) -> None:
     """An order changed state. A change allowed from several states (cancel) is counted under all of them
     (`draft|confirmed`): its guarded UPDATE does not say which one the order was in."""
     if state.enabled:
-        child = _transitions.get(change)
-        if child is None:
-            sources = "|".join(status for status in OrderStatus if status in change.sources)
-            child = _transitions[change] = TRANSITIONS.labels(sources, change.target)
-        child.inc()
+        _transition(change).inc()
 
 
 class PoolUsage(NamedTuple):
