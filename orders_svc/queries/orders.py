@@ -40,15 +40,21 @@ class LineRow(NamedTuple):
     active: bool
 
 
+class Locked(NamedTuple):
+    """A product create_order_with_items locked: as a line copies it, its stock, and the quantity asked."""
+
+    line: LineRow
+    stock: int
+    quantity: int
+
+
 class Placed(NamedTuple):
     """What create_order_with_items did: whether the key was new, whether it was claimed (the order placed),
-    each product it locked: (product id, stock, active, quantity asked), and those products as a line copies
-    them."""
+    and each product it locked."""
 
     fresh: bool
     claimed: bool
-    locked: list[tuple[uuid.UUID, int, bool, int]]
-    found: list[LineRow]
+    locked: list[Locked]
 
 
 class ItemRow(NamedTuple):
@@ -115,13 +121,8 @@ async def create_order_with_items(
         order.total_cents,
     )
     fresh, claimed = rows[0][0], rows[0][1]
-    locked = [r for r in rows if r[2] is not None]
-    return Placed(
-        fresh,
-        claimed,
-        [(r[2], r[3], r[4], r[5]) for r in locked],
-        [LineRow(r[2], r[6], r[7], r[8], r[4]) for r in locked],
-    )
+    locked = [Locked(LineRow(r[2], r[6], r[7], r[8], r[4]), r[3], r[5]) for r in rows if r[2] is not None]
+    return Placed(fresh, claimed, locked)
 
 
 async def select_order_items(conn: Connection, tenant_id: str, order_ids: list[uuid.UUID]) -> list[ItemRow]:

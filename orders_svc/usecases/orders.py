@@ -13,7 +13,7 @@ from ..observability import metrics
 from ..pagination import encode_cursor
 from ..queries import idempotency, stock
 from ..queries import orders as queries
-from ..queries.orders import ItemRow, LineRow, OrderRow, Target
+from ..queries.orders import ItemRow, LineRow, Locked, OrderRow, Target
 from ..schemas import Order, OrderItem, OrderPage, encoder, rfc3339
 from ..states import OrderStatus, Transition
 from ..writes import Idempotency, Reply, perform
@@ -112,9 +112,10 @@ async def create_order_with_items(
                     return reply
                 if not placed.fresh:
                     return None  # the key exists: perform replays it (or takes it over, when expired)
-                _remember(tenant, placed.found)
+                found = [locked.line for locked in placed.locked]
+                _remember(tenant, found)
                 _check_stock(placed.locked)  # raises unless the products changed since they were read
-                ordered = _as_found(lines, placed.found)
+                ordered = _as_found(lines, found)
         except ApiError:
             # A retry of a request that was answered meanwhile replays that answer, whatever the stock is now.
             if await idempotency.select_key(conn, tenant, idem.key) is not None:
@@ -176,16 +177,16 @@ def _in_catalogue(lines: Lines, found: dict[uuid.UUID, LineRow]) -> list[tuple[L
     return [(found[product_id], quantity) for product_id, quantity in lines]
 
 
-def _check_stock(locked: list[tuple[uuid.UUID, int, bool, int]]) -> None:
+def _check_stock(locked: list[Locked]) -> None:
     """Why the locked products refused the order: inactive, then short lines; returns when neither holds
     (the products changed since they were read: the caller reads them again)."""
-    for product_id, _, active, _ in locked:
-        if not active:
-            raise errors.PRODUCT_INACTIVE.error(productId=str(product_id))
+    for product in locked:
+        if not product.line.active:
+            raise errors.PRODUCT_INACTIVE.error(productId=str(product.line.product_id))
     short = [
-        {"productId": str(product_id), "requested": quantity, "available": stock}
-        for product_id, stock, _, quantity in locked
-        if stock < quantity
+        {"productId": str(p.line.product_id), "requested": p.quantity, "available": p.stock}
+        for p in locked
+        if p.stock < p.quantity
     ]
     if short:
         raise errors.INSUFFICIENT_STOCK.error(items=short)
