@@ -190,6 +190,24 @@ def test_a_body_that_stalls_is_408_and_the_connection_closes(server):
         _answer_and_close(sock, "HTTP/1.1 408 Request Timeout", "request_timeout")
 
 
+def test_on_a_kept_alive_connection_each_request_has_its_own_deadline(server):
+    """The connection's first deadline passes while its second request's body is still arriving within its
+    own: that request is answered; the third, whose body stalls, gets 408 at its own deadline."""
+    tenant = _tenant()
+    with _connect(server.base) as sock:
+        buffer = bytearray()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert _read_response(sock, buffer)[0] == "HTTP/1.1 200 OK"
+        time.sleep(0.6)  # under the keep-alive timeout (1 s)
+        head = f"POST /orders HTTP/1.1\r\nHost: t\r\nX-Tenant-Id: {tenant}\r\nContent-Length: 2\r\n"
+        sock.sendall(f"{head}Idempotency-Key: a\r\n\r\n{{".encode())
+        time.sleep(0.55)  # past the head deadline the connection opened with, within this body's
+        sock.sendall(b"}")
+        assert _read_response(sock, buffer)[0] == "HTTP/1.1 201 Created"
+        sock.sendall(f"{head}Idempotency-Key: b\r\n\r\n{{".encode())
+        _answer_and_close(sock, "HTTP/1.1 408 Request Timeout", "request_timeout")
+
+
 def test_a_body_still_trickling_after_its_answer_does_not_keep_the_connection(server):
     with _connect(server.base) as sock:
         sock.sendall(
