@@ -153,6 +153,12 @@ class Report:
             elif key == "create_items" and (plain := self.http.get("create")) is not None:
                 value = r.rps / plain.rps
                 baseline = f"create without items {fmt_rps(plain.rps)} req/s"
+                if (items_sql := self.sql.get("create_items")) is not None and create_sql is not None:
+                    baseline += (
+                        f" (the two statements alone, pgbench: {items_sql.rps / create_sql.rps:.2f}; "
+                        f"PostgreSQL µs/tx {items_sql.us_per_request('postgres')} / "
+                        f"{create_sql.us_per_request('postgres')})"
+                    )
                 ratio = f"{value:.2f}"
                 target = f"≥ {TARGET_ITEMS_VS_CREATE:.2f} of create; " + target
                 met = met and value >= TARGET_ITEMS_VS_CREATE

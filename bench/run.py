@@ -80,9 +80,12 @@ class Run:
     def sql(self, key: str, variables: dict[str, str]) -> Result:
         """A row of the pgbench table: the statement that serves HTTP scenario `key`, bench/<key>.pgbench."""
         block = SQL_BLOCKS[key]
-        step(f"pgbench: {block}")
+        # A block that serves several scenarios (orders with items: 3 lines, the hot product) is named with
+        # the scenario's script.
+        name = block if list(SQL_BLOCKS.values()).count(block) == 1 else f"{block} ({key})"
+        step(f"pgbench: {name}")
         o, script = self.options, pgbench_script(key)
-        result = run_pgbench(self.pgbench, self.sampler, o, block, script, self.dsn, variables, self.workdir)
+        result = run_pgbench(self.pgbench, self.sampler, o, name, script, self.dsn, variables, self.workdir)
         self.report.sql[key] = result
         return result
 
@@ -161,6 +164,7 @@ def measure(run: Run) -> None:
         "create_items.lua",
         [run_id, "bench-items-", f"{run.workdir}/products-", str(ITEM_LINES)],
     )
+    run.sql("create_items", {"tenants": str(options.threads), "tenant_prefix": "bench-items-"})
     run.http("hot_product", "create_items.lua", [run_id, "bench-hot", f"{run.workdir}/hot", "1"])
     hot = (run.workdir / "hot").read_text().split()[0]  # seed_products: sku SKU-1, name Product 1, price 101
     run.sql(

@@ -220,7 +220,7 @@ def run_pgbench(
     workdir: Path,
 ) -> Result:
     """pgbench with bench/<script> on dsn; latencies from its per-transaction log."""
-    logs = workdir / f"pgbench-{name}"
+    logs = workdir / ("pgbench-" + re.sub(r"[^A-Za-z0-9_]+", "-", name))
     logs.mkdir(exist_ok=True)
     command = [pgbench, "-n", "-M", "prepared", "-c", str(options.connections), "-j", str(options.threads)]
     command += ["-T", str(max(1, round(options.duration))), "-f", str(BENCH / script)]

@@ -25,6 +25,7 @@ SQL_BLOCKS = {
     "create": "create_order",
     "list_first": "list_orders_first",
     "list_deep": "list_orders_after",
+    "create_items": "create_order_with_items",
     "hot_product": "create_order_with_items",
 }
 
@@ -132,6 +133,21 @@ def post_order(base: str, headers: dict[str, str]) -> httpx.Response:
 
 # -------------------------------------------------------------------------------- pgbench statements
 
+# create_order_with_items's parameters but the tenant and the lines, as both item scripts bind them. The key
+# is a variable the script sets per transaction: the statement reads it twice (is it new, then the claim), and
+# a volatile expression in its place would be evaluated per row read, making the key lookup a scan of the
+# tenant's keys. The response bytes are placeholders.
+ITEMS_CREATE = {
+    2: ":key::text",
+    3: "'\\x00'::bytea",
+    4: "'{}'::jsonb",
+    5: "'\\x7b7d'::bytea",
+    6: "gen_random_uuid()",
+    7: "'3600 seconds'",
+    8: "now()",
+    9: "now() + interval '15 minutes'",
+}
+
 # How each bench/<key>.pgbench script binds the parameters of its SQL block (pgbench variables or server
 # functions).
 PGBENCH_PARAMETERS: dict[str, dict[int, str]] = {
@@ -147,20 +163,23 @@ PGBENCH_PARAMETERS: dict[str, dict[int, str]] = {
     },
     "list_first": {1: ":tenant", 2: ":limit"},
     "list_deep": {1: ":tenant", 2: ":ts", 3: ":id", 4: ":limit"},
-    # One line of the one popular product, as the HTTP scenario sends it. The key is a variable the script
-    # sets per transaction: the statement reads it twice (is it new, then the claim), and a volatile
-    # expression in its place would be evaluated per row read, making the key lookup a scan of the tenant's
-    # keys.
+    # Three distinct products of the client's tenant (bench-items-<client % tenants>), one unit each, as
+    # create_items.lua sends them: seed_products makes product n's id, sku, name and price from n, so the
+    # script draws three numbers and the statement sees the same arrays the service would bind.
+    "create_items": {
+        1: ":tenant_prefix || :t",
+        **ITEMS_CREATE,
+        10: "ARRAY[" + ", ".join(f"md5(:tenant_prefix || :t || '/' || :p{n})::uuid" for n in (1, 2, 3)) + "]",
+        11: "ARRAY[1, 1, 1]",
+        12: "ARRAY[100 + :p1, 100 + :p2, 100 + :p3]",
+        13: "ARRAY['SKU-' || :p1, 'SKU-' || :p2, 'SKU-' || :p3]",
+        14: "ARRAY['Product ' || :p1, 'Product ' || :p2, 'Product ' || :p3]",
+        15: "300 + :p1 + :p2 + :p3",
+    },
+    # One line of the one popular product, as the HTTP scenario sends it.
     "hot_product": {
         1: ":tenant",
-        2: ":key::text",
-        3: "'\\x00'::bytea",
-        4: "'{}'::jsonb",
-        5: "'\\x7b7d'::bytea",
-        6: "gen_random_uuid()",
-        7: "'3600 seconds'",
-        8: "now()",
-        9: "now() + interval '15 minutes'",
+        **ITEMS_CREATE,
         10: "ARRAY[:product]",
         11: "ARRAY[1]",
         12: "ARRAY[:price]",
@@ -255,13 +274,15 @@ def seed_orders(dsn: str, prefix: str, threads: int, per_thread: int, status: st
 
 
 def seed_products(dsn: str, tenant: str, count: int, ids_path: Path) -> None:
-    """`count` active products of `tenant` with stock no run can exhaust; their ids to ids_path."""
+    """`count` active products of `tenant` with stock no run can exhaust; their ids to ids_path. Product n
+    (1..count) has id md5(tenant/n), sku SKU-n, name Product n and price 100 + n: a pgbench script can name
+    it from n alone."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
             """
             INSERT INTO products (id, tenant_id, sku, name, price_cents, stock, created_at, updated_at)
-            SELECT gen_random_uuid(), %(tenant)s, 'SKU-' || n, 'Product ' || n, 100 + n, 1000000000,
-                   now(), now()
+            SELECT md5(%(tenant)s || '/' || n)::uuid, %(tenant)s, 'SKU-' || n, 'Product ' || n, 100 + n,
+                   1000000000, now(), now()
             FROM generate_series(1, %(count)s) AS n
             RETURNING id
             """,
