@@ -30,15 +30,14 @@ WHERE p.tenant_id = $1 AND p.id = ANY (ARRAY(SELECT id FROM locked)) AND p.id = 
 WITH due AS (
     SELECT id
     FROM orders
-    WHERE reserved_until IS NOT NULL AND status IN ('draft', 'confirmed') AND reserved_until <= $2
-    ORDER BY reserved_until
+    WHERE holds_stock_until <= $2
+    ORDER BY holds_stock_until
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), expired AS (
     UPDATE orders AS o
     SET status = 'cancelled', version = o.version + 1, updated_at = greatest($2, o.updated_at)
-    FROM due
-    WHERE o.id = due.id
+    WHERE o.id = ANY (ARRAY(SELECT id FROM due))  -- primary key lookups, whatever LIMIT $1 is estimated at
     RETURNING o.id, o.tenant_id, o.version, o.updated_at
 ), events AS (
     INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)

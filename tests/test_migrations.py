@@ -97,6 +97,42 @@ async def test_idempotency_keys_are_unique_per_tenant_and_key(db):
     assert [c["attname"] for c in columns] == ["tenant_id", "key"]
 
 
+async def test_an_orders_status_changes_write_no_index_entries_while_its_stock_stays_held(fresh_db):
+    """No index of orders names the status, key or predicate: confirming any order, and every change of an
+    order without lines, is a HOT update (no index written). The reservation index's column is NULL unless an
+    order with lines is draft or confirmed, and changes only when it leaves those two states."""
+    definitions = [
+        r["indexdef"]
+        for r in await fresh_db.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = 'orders'")
+    ]
+    assert not [d for d in definitions if "status" in d], definitions
+    plain, lined = uuid.uuid4(), uuid.uuid4()
+    held = "SELECT holds_stock_until FROM orders WHERE id = $1"
+    async with fresh_db.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO orders (id, tenant_id, reserved_until) "
+            "VALUES ($1, 't', NULL), ($2, 't', '2030-01-01T00:00:00Z')",
+            plain,
+            lined,
+        )
+        assert await conn.fetchval(held, plain) is None
+        assert str(await conn.fetchval(held, lined)).startswith("2030-01-01")
+        confirm = "UPDATE orders SET status = 'confirmed', total_cents = 1, version = 2 WHERE id = $1"
+        for order in (plain, lined):
+            await conn.execute(confirm, order)
+        await conn.execute("UPDATE orders SET status = 'closed', version = 3 WHERE id = $1", plain)
+        counts = (
+            "SELECT pg_stat_get_xact_tuples_updated('orders'::regclass), "
+            "pg_stat_get_xact_tuples_hot_updated('orders'::regclass)"
+        )
+        assert tuple(await conn.fetchrow(counts)) == (3, 3)
+        assert str(await conn.fetchval(held, lined)).startswith("2030-01-01")  # confirmed: still held
+
+        await conn.execute("UPDATE orders SET status = 'cancelled', version = 3 WHERE id = $1", lined)
+        assert await conn.fetchval(held, lined) is None
+        assert tuple(await conn.fetchrow(counts)) == (4, 3)  # the index entry went: not a HOT update
+
+
 async def seed_orders(pool: asyncpg.Pool, tenant: str, count: int) -> None:
     """`count` orders of `tenant`, a second apart, among as many of other tenants; then fresh statistics."""
     await pool.execute(

@@ -158,6 +158,7 @@ MIGRATIONS = [
     "0008_outbox_wakeup",
     "0009_payments",
     "0010_outbox_traceparent",
+    "0011_orders_hot_status",
 ]
 
 
