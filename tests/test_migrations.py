@@ -101,11 +101,7 @@ async def test_an_orders_status_changes_write_no_index_entries_while_its_stock_s
     """No index of orders names the status, key or predicate: confirming any order, and every change of an
     order without lines, is a HOT update (no index written). The reservation index's column is NULL unless an
     order with lines is draft or confirmed, and changes only when it leaves those two states."""
-    definitions = [
-        r["indexdef"]
-        for r in await fresh_db.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = 'orders'")
-    ]
-    assert not [d for d in definitions if "status" in d], definitions
+    assert not await indexes_naming_status(fresh_db, "orders")
     plain, lined = uuid.uuid4(), uuid.uuid4()
     held = "SELECT holds_stock_until FROM orders WHERE id = $1"
     async with fresh_db.acquire() as conn, conn.transaction():
@@ -121,16 +117,54 @@ async def test_an_orders_status_changes_write_no_index_entries_while_its_stock_s
         for order in (plain, lined):
             await conn.execute(confirm, order)
         await conn.execute("UPDATE orders SET status = 'closed', version = 3 WHERE id = $1", plain)
-        counts = (
-            "SELECT pg_stat_get_xact_tuples_updated('orders'::regclass), "
-            "pg_stat_get_xact_tuples_hot_updated('orders'::regclass)"
-        )
-        assert tuple(await conn.fetchrow(counts)) == (3, 3)
+        assert await updates(conn, "orders") == (3, 3)
         assert str(await conn.fetchval(held, lined)).startswith("2030-01-01")  # confirmed: still held
 
         await conn.execute("UPDATE orders SET status = 'cancelled', version = 3 WHERE id = $1", lined)
         assert await conn.fetchval(held, lined) is None
-        assert tuple(await conn.fetchrow(counts)) == (4, 3)  # the index entry went: not a HOT update
+        assert await updates(conn, "orders") == (4, 3)  # the index entry went: not a HOT update
+
+
+async def test_a_payments_success_writes_no_index_entries_and_one_open_payment_per_order_holds(fresh_db):
+    """No index of payments names the status: a success is a HOT update; a failure leaves the index of open
+    payments, after which the order may ask again; a second open payment of one order is refused."""
+    assert not await indexes_naming_status(fresh_db, "payments")
+    order, won, lost = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    insert = (
+        "INSERT INTO payments (id, tenant_id, order_id, status, amount_cents, created_at, updated_at) "
+        "VALUES ($1, 't', $2, 'pending', 100, now(), now())"
+    )
+    async with fresh_db.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO orders (id, tenant_id, status, total_cents) VALUES ($1, 't', 'confirmed', 100)",
+            order,
+        )
+        await conn.execute(insert, lost, order)
+        with pytest.raises(asyncpg.UniqueViolationError) as refused:
+            async with conn.transaction():  # a savepoint: the refusal leaves the rest of the test's rows
+                await conn.execute(insert, uuid.uuid4(), order)
+        assert refused.value.constraint_name == "payments_order_open_key"
+        await conn.execute("UPDATE payments SET status = 'failed', failure_reason = 'x' WHERE id = $1", lost)
+        assert await updates(conn, "payments") == (1, 0)  # it left the index of open payments
+        await conn.execute(insert, won, order)  # the order asks again
+        await conn.execute("UPDATE payments SET status = 'succeeded' WHERE id = $1", won)
+        assert await updates(conn, "payments") == (2, 1)
+
+
+async def indexes_naming_status(pool: asyncpg.Pool, table: str) -> list[str]:
+    """The definitions of `table`'s indexes that name a status column, as a key or in their predicate."""
+    rows = await pool.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = $1", table)
+    return [r["indexdef"] for r in rows if "status" in r["indexdef"]]
+
+
+async def updates(conn: asyncpg.Connection, table: str) -> tuple[int, int]:
+    """Rows of `table` this transaction updated so far, and how many of those were HOT updates."""
+    row = await conn.fetchrow(
+        "SELECT pg_stat_get_xact_tuples_updated(c), pg_stat_get_xact_tuples_hot_updated(c) "
+        "FROM (SELECT $1::regclass AS c) AS t",
+        table,
+    )
+    return row[0], row[1]
 
 
 async def seed_orders(pool: asyncpg.Pool, tenant: str, count: int) -> None:

@@ -159,6 +159,7 @@ MIGRATIONS = [
     "0009_payments",
     "0010_outbox_traceparent",
     "0011_orders_hot_status",
+    "0012_payments_hot_status",
 ]
 
 
