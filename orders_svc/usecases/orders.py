@@ -11,7 +11,7 @@ from ..db import Connection, Pool, connection
 from ..errors import ApiError
 from ..observability import metrics
 from ..pagination import encode_cursor
-from ..queries import idempotency, stock
+from ..queries import idempotency
 from ..queries import orders as queries
 from ..queries.orders import ItemRow, LineRow, Locked, OrderRow, Target
 from ..schemas import Order, OrderItem, OrderPage, encoder, rfc3339
@@ -225,17 +225,15 @@ async def close_order(pool: Pool, target: Target, idem: Idempotency | None) -> R
 
 
 async def cancel_order(pool: Pool, target: Target, reason: str | None, idem: Idempotency | None) -> Reply:
-    """draft | confirmed -> cancelled plus its orders.cancelled event, and its items' stock back, in one
-    transaction."""
+    """draft | confirmed -> cancelled plus its orders.cancelled event, and its items' stock back: one
+    statement."""
 
     async def cancel(conn: Connection) -> Reply:
         at = datetime.now(UTC)
         row = await queries.transition_order(conn, target, states.CANCEL, uuid.uuid4(), at, reason)
-        if row is not None and row.reserved_until is not None:
-            await stock.return_stock(conn, target.tenant_id, [row.id], at)
         return await _transitioned(conn, row, target, states.CANCEL)
 
-    return await perform(pool, target.tenant_id, idem, cancel, statements=2)
+    return await perform(pool, target.tenant_id, idem, cancel)
 
 
 async def _transitioned(
