@@ -2,13 +2,16 @@
 expired stock reservations cancelled, in small batches."""
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from . import states
 from .db import Connection, Database, create_pool
 from .queries import idempotency, outbox, payments, stock
+from .queries.orders import Target, transition_order
 from .settings import Settings
 
 log = logging.getLogger("orders_svc.housekeeping")
@@ -44,19 +47,22 @@ async def purge(pool: Database, settings: Settings) -> Purged:
 
 
 async def expire_reservations(pool: Database, batch: int) -> int:
-    """Cancel the orders whose reservation ran out (still draft or confirmed), their stock back and their
-    orders.cancelled events written, `batch` orders per transaction. Orders another process holds are skipped,
-    so several processes can run this at once."""
+    """Cancel the orders whose reservation ran out (still draft or confirmed), `batch` at a time, each as a
+    client's cancel is: transition_order in its own transaction, with its stock back and its orders.cancelled
+    event (reason reservation_expired). Several processes can run this at once: an order another one cancelled
+    first no longer matches the cancel's guard, and is counted by that one."""
     total = 0
     while True:
         now = datetime.now(UTC)
-        async with pool.acquire() as conn, conn.transaction():
-            expired = await stock.expire_reservations(conn, batch, now)
-            for tenant, order_ids in expired:  # by tenant, in tenant order: products locked in one order
-                await stock.return_stock(conn, tenant, order_ids, now)
-        count = sum(len(order_ids) for _, order_ids in expired)
-        total += count
-        if count < batch:
+        async with pool.acquire() as conn:
+            due = await stock.select_due_reservations(conn, batch, now)
+            for tenant, order_id in due:
+                target = Target(tenant, order_id, None)
+                cancelled = await transition_order(
+                    conn, target, states.CANCEL, uuid.uuid4(), now, states.RESERVATION_EXPIRED
+                )
+                total += cancelled is not None
+        if len(due) < batch:
             return total
 
 

@@ -33,6 +33,10 @@ CONFIRM = _transition("confirm", {S.DRAFT}, S.CONFIRMED)
 PAY = _transition("pay", {S.CONFIRMED}, S.PAID)
 CLOSE = _transition("close", {S.CONFIRMED, S.PAID}, S.CLOSED)
 CANCEL = _transition("cancel", {S.DRAFT, S.CONFIRMED}, S.CANCELLED)
+# The `reason` of an orders.cancelled event when the service cancels an order itself (a client's cancel gives
+# its own, or none): its payment failed, or its reservation ran out (housekeeping).
+PAYMENT_FAILED = "payment_failed"
+RESERVATION_EXPIRED = "reservation_expired"
 
 TRANSITIONS = (CONFIRM, PAY, CLOSE, CANCEL)
 INITIAL = S.DRAFT

@@ -115,8 +115,9 @@ RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, r
 -- event $6 `orders.<new status>`, atomically: close and cancel. The guard's statuses are the transition's
 -- sources in states.py, passed by every caller; the payload is the one its event type has (the contract's
 -- "Events"), $8 being a cancellation's reason (NULL when none was given). A cancelled order with lines gives
--- their stock back in the same statement (products locked in id order, after the order's row, as
--- return_stock in sql/stock.sql does): a cancel is one statement, whether or not the order has lines.
+-- their stock back in the same statement (products locked in id order, after the order's row). Every
+-- cancellation is this statement: a client's, a failed payment's (after settle_payment, in its transaction)
+-- and housekeeping's when a reservation runs out.
 WITH moved AS (
     UPDATE orders
     SET status = $5, version = version + 1, updated_at = greatest($7, updated_at)

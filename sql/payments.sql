@@ -1,7 +1,7 @@
 -- Payments: asked for by a tenant's request, settled by the provider's webhook. A settlement is one statement
--- (settle_payment) that locks the payment row, then its order, then claims the delivery id; the compensation's
--- return_stock (sql/stock.sql) then locks the products in id order in the same transaction: payment -> order ->
--- products, as everywhere. The delivery's answer is stored by the statement that settles (webhook_deliveries).
+-- (settle_payment) that locks the payment row, then its order, then claims the delivery id; a failure's
+-- compensation (transition_order, sql/orders.sql) then cancels the order and locks its products in id order in
+-- the same transaction: payment -> order -> products, as everywhere. The delivery's answer is stored by the statement that settles (webhook_deliveries).
 
 -- name: create_payment
 -- Fast path of an idempotent payment request, one statement: while order $2 of tenant $1 is confirmed with the
@@ -68,12 +68,13 @@ ORDER BY p.created_at DESC, p.id DESC;
 -- The provider's delivery $1 settling payment $2 (across tenants) as $3, 'succeeded' for amount $4 or 'failed'
 -- with reason $5, at $6 (the service's clock, never before the payment's own), with everything it means, in
 -- one statement: claims the delivery id storing its answer (the settled payment as the API renders it: the
--- same bytes as schemas.Payment, which a test holds), settles the payment, moves a confirmed order to paid or
--- cancelled, and writes the case's outbox event $7 (below). Locks the payment, then its order, then claims the
+-- same bytes as schemas.Payment, which a test holds), settles the payment, moves a confirmed order to paid on a
+-- success, and writes the case's outbox event $7 (below). Locks the payment, then its order, then claims the
 -- delivery id (waiting for a concurrent claim of it to end). No row back, nothing written: the delivery id is
 -- claimed already, or the payment is unknown, not pending, or (a success) of another amount. Otherwise the
--- answer, the payment's tenant and order, and whether that order was cancelled with lines whose stock
--- return_stock gives back in the same transaction.
+-- answer, the payment's tenant and order, and whether that order is to be cancelled (a failure for a confirmed
+-- order: the compensation, which transition_order in sql/orders.sql makes in the same transaction, as every
+-- cancellation: the order's state, its event and its stock back).
 WITH payment AS (
     SELECT id, tenant_id, order_id, amount_cents, created_at, greatest($6, updated_at) AS settled_at
     FROM payments
@@ -81,7 +82,7 @@ WITH payment AS (
     FOR NO KEY UPDATE
 ), target AS (
     -- As the lock finds it: a lock waited for returns the row as its holder left it.
-    SELECT o.id, o.status AS order_status, o.version, o.reserved_until,
+    SELECT o.id, o.status AS order_status, o.version,
            greatest(p.settled_at, o.updated_at) AS changed_at
     FROM payment AS p
     JOIN orders AS o ON o.tenant_id = p.tenant_id AND o.id = p.order_id
@@ -107,25 +108,16 @@ WITH payment AS (
     SET status = 'paid', version = o.version + 1, updated_at = t.changed_at
     FROM payment AS p CROSS JOIN target AS t CROSS JOIN claim
     WHERE o.tenant_id = p.tenant_id AND o.id = t.id AND status = 'confirmed' AND $3 = 'succeeded'
-), cancelled AS (
-    -- The compensation of a failure: confirmed -> cancelled, version + 1; return_stock gives its stock back.
-    UPDATE orders AS o
-    SET status = 'cancelled', version = o.version + 1, updated_at = t.changed_at
-    FROM payment AS p CROSS JOIN target AS t CROSS JOIN claim
-    WHERE o.tenant_id = p.tenant_id AND o.id = t.id AND status = 'confirmed' AND $3 = 'failed'
 ), event AS (
     INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, created_at, payload)
     SELECT $7, e.type, t.id, e.version, p.tenant_id, e.at, e.payload
     FROM payment AS p CROSS JOIN target AS t CROSS JOIN claim
-    -- The event of each case, as the order stood under its lock. Any other case (a failure for an order
-    -- cancelled meanwhile, either outcome for one closed meanwhile) leaves the order as it is, with no event.
+    -- The event of each case, as the order stood under its lock. Any other case (a failure, whose event the
+    -- cancellation writes; a success for an order closed meanwhile) leaves the order as it is, with no event.
     CROSS JOIN LATERAL (VALUES
         ($3 = 'succeeded' AND t.order_status = 'confirmed', 'orders.paid', t.version + 1, t.changed_at,
          jsonb_build_object('orderId', t.id, 'tenantId', p.tenant_id, 'paymentId', p.id,
                             'amountCents', p.amount_cents, 'paidAt', rfc3339(t.changed_at))),
-        ($3 = 'failed' AND t.order_status = 'confirmed', 'orders.cancelled', t.version + 1, t.changed_at,
-         jsonb_build_object('orderId', t.id, 'tenantId', p.tenant_id, 'reason', 'payment_failed',
-                            'cancelledAt', rfc3339(t.changed_at))),
         -- money taken for an order cancelled meanwhile (its reservation ran out, say) must go back
         ($3 = 'succeeded' AND t.order_status = 'cancelled', 'payments.refund_required', t.version, p.settled_at,
          jsonb_build_object('paymentId', p.id, 'orderId', t.id, 'tenantId', p.tenant_id,
@@ -133,8 +125,7 @@ WITH payment AS (
     ) AS e (due, type, version, at, payload)
     WHERE e.due
 )
-SELECT c.response_body, p.tenant_id, p.order_id,
-       $3 = 'failed' AND t.order_status = 'confirmed' AND t.reserved_until IS NOT NULL
+SELECT c.response_body, p.tenant_id, p.order_id, $3 = 'failed' AND t.order_status = 'confirmed'
 FROM claim AS c CROSS JOIN payment AS p CROSS JOIN target AS t;
 
 -- name: select_webhook_delivery

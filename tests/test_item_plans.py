@@ -39,7 +39,7 @@ async def test_an_orders_lines_are_read_through_the_primary_key_and_due_reservat
     # Either unique index leads with order_id: a lookup per order id asked for.
     assert {n.get("Index Name") for n in items} & {"order_items_pkey", "order_items_product_once_key"}
 
-    due = await explain(fresh_database_url, stock.EXPIRE_RESERVATIONS, (100, now))
+    due = await explain(fresh_database_url, stock.SELECT_DUE_RESERVATIONS, (100, now))
     assert not [n for n in due if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "orders"], due
     assert "orders_reservation_due_idx" in {n.get("Index Name") for n in due}, due
 

@@ -108,7 +108,7 @@ GLOBAL_BLOCKS = {
     "outbox_backlog": "/metrics: the backlog of the whole outbox, every tenant's",
     "purge_expired_idempotency_keys": "housekeeping: purges expired keys of every tenant",
     "outbox_status": "an operator command (orders-svc outbox status): the backlog of every tenant's events",
-    "expire_reservations": "housekeeping: cancels the expired reservations of every tenant",
+    "select_due_reservations": "housekeeping: finds the expired reservations of every tenant",
     "settle_payment": "the provider's webhook names a payment, not a tenant; the statement takes the tenant "
     "from the payment it locks",
     "select_webhook_delivery": "the provider's delivery ids hold no tenant data, and it names a payment",

@@ -43,13 +43,13 @@ class Settlement(NamedTuple):
 
 
 class Settled(NamedTuple):
-    """A settlement made: the delivery's stored answer, the payment's order, and whether that order was
-    cancelled with lines (its stock goes back in the same transaction)."""
+    """A settlement made: the delivery's stored answer, the payment's order, and whether that order is to be
+    cancelled in the same transaction (a failure for a confirmed order)."""
 
     answer: bytes
     tenant_id: str
     order_id: uuid.UUID
-    stock_back: bool
+    cancel: bool
 
 
 class Delivery(NamedTuple):

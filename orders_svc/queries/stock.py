@@ -1,4 +1,5 @@
-"""sql/stock.sql: stock given back when orders are cancelled (it is taken in sql/orders.sql's create)."""
+"""sql/stock.sql: the reservations that ran out (stock is taken in sql/orders.sql's create, and given back by
+its transition_order)."""
 
 import uuid
 from datetime import datetime
@@ -6,16 +7,9 @@ from datetime import datetime
 from ..db import Connection
 from . import statement
 
-RETURN_STOCK = statement("return_stock")
-EXPIRE_RESERVATIONS = statement("expire_reservations")
+SELECT_DUE_RESERVATIONS = statement("select_due_reservations")
 
 
-async def return_stock(conn: Connection, tenant_id: str, order_ids: list[uuid.UUID], at: datetime) -> None:
-    await conn.execute(RETURN_STOCK, tenant_id, order_ids, at)
-
-
-async def expire_reservations(
-    conn: Connection, limit: int, now: datetime
-) -> list[tuple[str, list[uuid.UUID]]]:
-    """Cancel up to `limit` orders whose reservation ended; their ids by tenant."""
-    return [(row[0], list(row[1])) for row in await conn.fetch(EXPIRE_RESERVATIONS, limit, now)]
+async def select_due_reservations(conn: Connection, limit: int, now: datetime) -> list[tuple[str, uuid.UUID]]:
+    """Up to `limit` orders whose reservation ended, oldest first: (tenant, order id)."""
+    return [(row[0], row[1]) for row in await conn.fetch(SELECT_DUE_RESERVATIONS, limit, now)]
