@@ -50,7 +50,7 @@ class RequestContext:
         contending = contended.set(contention(scope)) if scope["method"] not in _READS else None
         measured = metrics.state.enabled
         if measured:
-            metrics.ACTIVE_REQUESTS.inc()
+            metrics.state.active += 1
         span = tracing.start_request(scope, rid) if tracing.state.tracer is not None else None
 
         async def send_with_id(message: Message) -> None:
@@ -84,7 +84,7 @@ class RequestContext:
                 },
             )
             if measured:
-                metrics.ACTIVE_REQUESTS.dec()
+                metrics.state.active -= 1
                 metrics.observe_request(scope["method"], template, status, duration)
             if span is not None:
                 tracing.end_request(span, scope["method"], template, status)
