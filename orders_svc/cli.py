@@ -176,8 +176,9 @@ def run_purge(settings: Settings, args: argparse.Namespace) -> None:
     with database(settings, apply_migrations=False) as dsn:
         purged = asyncio.run(housekeeping.run(settings, dsn))
     print(
-        f"purged {purged.idempotency_keys} expired idempotency keys and "
-        f"{purged.outbox_events} published outbox events"
+        f"purged {purged.idempotency_keys} expired idempotency keys, {purged.outbox_events} published outbox "
+        f"events and {purged.webhook_deliveries} webhook delivery ids; "
+        f"cancelled {purged.expired_reservations} orders whose reservation ran out"
     )
 
 
@@ -310,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     _command(
         commands,
         "purge",
-        "Delete expired idempotency keys and published outbox events past their retention, then exit.",
+        "Cancel orders whose reservation ran out; delete expired idempotency keys, and published outbox "
+        "events and webhook delivery ids past their retention; then exit.",
         run_purge,
     )
     p = commands.add_parser("outbox", help="Outbox maintenance.", description="Outbox maintenance.")

@@ -101,6 +101,7 @@ async def test_purge_command_prints_what_it_deleted(fresh_client, fresh_db, fres
         [sys.executable, "-m", "orders_svc.cli", "purge"], env=env, capture_output=True, check=True
     )
     assert result.stdout.decode().strip() == (
-        "purged 3 expired idempotency keys and 2 published outbox events"
+        "purged 3 expired idempotency keys, 2 published outbox events and 0 webhook delivery ids; "
+        "cancelled 0 orders whose reservation ran out"
     )
     assert await fresh_db.fetchval("SELECT count(*) FROM outbox") == 0
