@@ -120,6 +120,8 @@ def main() -> None:
     for index, spec in enumerate(options.checkouts):
         path, *settings = spec.split(",")
         side = Side(f"{index}", Path(path).resolve(), env=dict(item.split("=", 1) for item in settings))
+        # valgrind makes its control FIFOs under its TMPDIR, callgrind_control looks under its own: the same.
+        side.env.setdefault("TMPDIR", tempfile.gettempdir())
         sides.append((spec, side))
     results = {}
     with fresh_database() as server, tempfile.TemporaryDirectory(prefix="orders-instructions-") as tmp:
