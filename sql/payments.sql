@@ -72,9 +72,10 @@ ORDER BY p.created_at DESC, p.id DESC;
 -- success, and writes the case's outbox event $7 (below). Locks the payment, then its order, then claims the
 -- delivery id (waiting for a concurrent claim of it to end). No row back, nothing written: the delivery id is
 -- claimed already, or the payment is unknown, not pending, or (a success) of another amount. Otherwise the
--- answer, the payment's tenant and order, and whether that order is to be cancelled (a failure for a confirmed
--- order: the compensation, which transition_order in sql/orders.sql makes in the same transaction, as every
--- cancellation: the order's state, its event and its stock back).
+-- answer, the payment's tenant and order, whether that order was paid (a success for a confirmed order), and
+-- whether it is to be cancelled (a failure for a confirmed order: the compensation, which transition_order in
+-- sql/orders.sql makes in the same transaction, as every cancellation: the order's state, its event and its
+-- stock back).
 WITH payment AS (
     SELECT id, tenant_id, order_id, amount_cents, created_at, greatest($6, updated_at) AS settled_at
     FROM payments
@@ -125,7 +126,8 @@ WITH payment AS (
     ) AS e (due, type, version, at, payload)
     WHERE e.due
 )
-SELECT c.response_body, p.tenant_id, p.order_id, $3 = 'failed' AND t.order_status = 'confirmed'
+SELECT c.response_body, p.tenant_id, p.order_id, $3 = 'succeeded' AND t.order_status = 'confirmed',
+       $3 = 'failed' AND t.order_status = 'confirmed'
 FROM claim AS c CROSS JOIN payment AS p CROSS JOIN target AS t;
 
 -- name: select_webhook_delivery

@@ -6,6 +6,7 @@ import uuid
 
 import httpx
 import pytest
+from payment_helpers import KEY, deliver, paid_order, settlement
 from prometheus_client import REGISTRY
 
 from orders_svc.db import Database, connection, create_pool
@@ -93,6 +94,25 @@ async def test_state_transitions_are_counted_by_from_and_to(client, tenant):
         ("confirmed|paid", "closed"),
         ("draft|confirmed", "cancelled"),
     ):
+        delta = value(after, name, from_state=source, to_state=target) - value(
+            before, name, from_state=source, to_state=target
+        )
+        assert delta == 1, (source, target)
+
+
+async def test_a_webhooks_settlements_are_counted_as_the_state_changes_they_make(database_url, db, tenant):
+    """A success moves its confirmed order to paid, a failure cancels it: both are the API's state changes."""
+    name = "orders_state_transitions_total"
+    changes = (("confirmed", "paid"), ("draft|confirmed", "cancelled"))
+    async with app_client(settings_for(database_url, webhook_secrets=(KEY,))) as client:
+        _, succeeded, _ = await paid_order(client, db, tenant)
+        _, failed, _ = await paid_order(client, db, tenant)
+        before = await scrape(client)
+        assert (await deliver(client, settlement(succeeded))).status_code == 200
+        failure = settlement(failed, "failed", failureReason="card_declined")
+        assert (await deliver(client, failure)).status_code == 200
+        after = await scrape(client)
+    for source, target in changes:
         delta = value(after, name, from_state=source, to_state=target) - value(
             before, name, from_state=source, to_state=target
         )

@@ -43,12 +43,14 @@ class Settlement(NamedTuple):
 
 
 class Settled(NamedTuple):
-    """A settlement made: the delivery's stored answer, the payment's order, and whether that order is to be
-    cancelled in the same transaction (a failure for a confirmed order)."""
+    """A settlement made: the delivery's stored answer, the payment's order, whether that order was paid (a
+    success for a confirmed order), and whether it is to be cancelled in the same transaction (a failure for a
+    confirmed order)."""
 
     answer: bytes
     tenant_id: str
     order_id: uuid.UUID
+    paid: bool
     cancel: bool
 
 

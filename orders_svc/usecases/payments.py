@@ -123,6 +123,8 @@ async def settle_payment(pool: Pool, delivery_id: str, event: PaymentWebhook) ->
         settled = await queries.settle_payment(conn, settlement, uuid.uuid4())
         if settled is None:
             return await _unsettled(conn, settlement)
+        if settled.paid:
+            metrics.transition(states.PAY)
         if settled.cancel:  # the compensation: the order's cancellation, its event and its stock back
             target = Target(settled.tenant_id, settled.order_id, None)
             cancelled = await orders.transition_order(
