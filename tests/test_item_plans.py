@@ -3,10 +3,12 @@
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
 from catalogue import add_product
 
 from orders_svc.queries import orders, stock
 
+from plans import Node
 from plans import explain_one as explain
 
 
@@ -47,25 +49,63 @@ async def test_an_orders_lines_are_read_through_the_primary_key_and_due_reservat
 async def test_creating_an_order_with_items_reads_only_the_products_it_names(fresh_db, fresh_database_url):
     """Every scan of products in the one-statement create is bounded by the ids asked for, however many
     products the tenant has: not a walk over the tenant's catalogue."""
-    await fresh_db.execute(
-        "INSERT INTO products (id, tenant_id, sku, name, price_cents, stock, created_at, updated_at) "
-        "SELECT gen_random_uuid(), 't' || (n % 8), 'S' || n, 'N', 100, 1000, now(), now() "
-        "FROM generate_series(1, 20000) AS n"
-    )
-    await fresh_db.execute("ANALYZE products")
-    ids = [r["id"] for r in await fresh_db.fetch("SELECT id FROM products WHERE tenant_id = 't1' LIMIT 3")]
+    ids = await large_catalogue(fresh_db)
     array = "{" + ",".join(str(i) for i in ids) + "}"
     args = (
         "t1", "k", "\\x00", "{}", "\\x7b7d", uuid.uuid4(), "1 hour", datetime.now(UTC), datetime.now(UTC),
         array, "{1,1,1}", "{100,100,100}", "{S,S,S}", "{N,N,N}", 300,
     )  # fmt: skip
     nodes = await explain(fresh_database_url, orders.CREATE_ORDER_WITH_ITEMS, args)
-    scans = [
-        n for n in nodes if n.get("Relation Name") == "products" or "products" in n.get("Index Name", "")
-    ]
-    assert scans, nodes
+    scans = products_scans(nodes)
     for scan in scans:
         condition = scan.get("Index Cond", "") + scan.get("Recheck Cond", "")
         assert scan["Node Type"] != "Seq Scan", scan
         if scan["Node Type"] in ("Index Scan", "Bitmap Heap Scan"):
             assert "id = ANY" in condition, scan
+
+
+async def test_cancelling_an_order_with_items_reads_only_the_products_of_its_lines(
+    fresh_db, fresh_database_url
+):
+    """transition_order gives a cancelled order's stock back through the primary key of each product its lines
+    name (locking them, then updating them), however many products the tenant has."""
+    ids = await large_catalogue(fresh_db)
+    order = uuid.uuid4()
+    await fresh_db.execute(
+        "INSERT INTO orders (id, tenant_id, status, total_cents, created_at, updated_at, reserved_until) "
+        "VALUES ($1, 't1', 'draft', 300, now(), now(), now() + interval '15 minutes')",
+        order,
+    )
+    await fresh_db.execute(
+        "INSERT INTO order_items SELECT $1, n, 't1', id, 'S', 'N', 100, 1 "
+        "FROM unnest($2::uuid[]) WITH ORDINALITY AS p (id, n)",
+        order,
+        ids,
+    )
+    await fresh_db.execute("ANALYZE")
+    args = ("t1", order, None, "{draft,confirmed}", "cancelled", uuid.uuid4(), datetime.now(UTC), "x")
+    for scan in products_scans(await explain(fresh_database_url, orders.TRANSITION_ORDER, args)):
+        assert scan["Node Type"] == "Index Scan" and scan["Index Name"] == "products_pkey", scan
+
+
+async def large_catalogue(pool: asyncpg.Pool) -> list[uuid.UUID]:
+    """20,000 products over 8 tenants, with fresh statistics; three ids of tenant t1's."""
+    await pool.execute(
+        "INSERT INTO products (id, tenant_id, sku, name, price_cents, stock, created_at, updated_at) "
+        "SELECT gen_random_uuid(), 't' || (n % 8), 'S' || n, 'N', 100, 1000, now(), now() "
+        "FROM generate_series(1, 20000) AS n"
+    )
+    await pool.execute("ANALYZE products")
+    return [r["id"] for r in await pool.fetch("SELECT id FROM products WHERE tenant_id = 't1' LIMIT 3")]
+
+
+def products_scans(nodes: list[Node]) -> list[Node]:
+    """The plan's scans of products (at least one)."""
+    scans = [
+        n
+        for n in nodes
+        if "Scan" in n["Node Type"]
+        and (n.get("Relation Name") == "products" or "products" in n.get("Index Name", ""))
+    ]
+    assert scans, nodes
+    return scans
