@@ -97,7 +97,7 @@ class LoopHistogram(Collector):
         edges = [*(floatToGoString(b) for b in self.bounds), "+Inf"]  # type: ignore[no-untyped-call]
         for labels, counts in self.series.items():
             cumulative, buckets = 0.0, []
-            for edge, count in zip(edges, counts, strict=False):
+            for edge, count in zip(edges, counts[:-1], strict=True):  # the last is the sum
                 cumulative += count
                 buckets.append((edge, cumulative))
             family.add_metric(list(labels), buckets, counts[-1])

@@ -105,11 +105,10 @@ async def settle_payment(pool: Pool, delivery_id: str, event: PaymentWebhook) ->
     event, the stored answer); a success runs it alone in autocommit, a failure in a transaction with its
     order's cancellation (transition_order: state, event, stock back, as every cancellation). Anything else
     (a retry, a refusal, a settlement made already) writes nothing there and is answered from what is stored.
-    Measured against the transaction it replaced (BEGIN, claim and
-    lock, settle, COMMIT: four round trips, the rows locked across them; 55911db) with 32 asyncpg clients in
-    SQL alone: 2,130 against 1,080 successes/s, p99 43 against 116 ms (medians of four interleaved 5-s
-    runs); through the service, 274 + 542 against 432 + 692 CPU µs per request (service + PostgreSQL, same
-    machine and hour; bench/README.md)."""
+    Measured against the transaction it replaced (BEGIN, claim and lock, settle, COMMIT: four round trips, the
+    rows locked across them; 55911db) with 32 asyncpg clients in SQL alone: 2,130 against 1,080 successes/s,
+    p99 43 against 116 ms (medians of four interleaved 5-s runs); through the service, 274 + 542 against
+    432 + 692 CPU µs per request (service + PostgreSQL, same machine and hour; bench/README.md)."""
     # Copies of one delivery queue in this process, one connection between them; distinct deliveries run
     # side by side (the route's path alone names no resource to queue on).
     contended.set(("webhook", delivery_id))
