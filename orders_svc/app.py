@@ -1,14 +1,15 @@
-"""The Starlette application: the route table served, lifespan (which owns the pool) and error handlers."""
+"""The application: the route table served, its layers, lifespan (which owns the pool) and error handlers."""
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Mount
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Lifespan
 
 from . import db, routing
 from .api import OPERATIONS
@@ -21,6 +22,32 @@ from .observability.limits import Limits
 from .openapi import build_spec
 from .settings import Settings
 from .tenancy import Authenticator
+
+
+class Service(Starlette):
+    """The application: Starlette's, with its own stack of layers around the routes.
+
+    `RequestContext` (request id, log line, metrics, tracing, the 500 of last resort) around `Dispatch`,
+    which serves the route table's operations directly and hands everything else to Starlette's router
+    behind its exception middleware (the envelope for `ApiError` and for the router's own 404 and 405).
+    Starlette's outer error middleware is not used: `RequestContext` answers what escapes in the envelope.
+    """
+
+    def __init__(self, operations: Iterable[routing.Operation], lifespan: Lifespan[Starlette]) -> None:
+        self.served = routing.table(operations)
+        routes: list[BaseRoute] = [
+            *routing.routes(self.served),
+            Mount("/docs/static", DocsAssets(), name="docs-static"),
+        ]
+        super().__init__(routes=routes, lifespan=lifespan)
+        # `/orders/` is an unknown route (404 in the envelope), not a bodiless 307 to a Host-derived URL.
+        self.router.redirect_slashes = False
+
+    def build_middleware_stack(self) -> ASGIApp:
+        handlers = {ApiError: api_error_handler, HTTPException: http_exception_handler}
+        fallback = ExceptionMiddleware(self.router, handlers=handlers)
+        routes = [route for route in self.routes if isinstance(route, Route)]
+        return RequestContext(routing.Dispatch(self.served, routes, fallback))
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -40,18 +67,7 @@ def create_app(settings: Settings) -> Starlette:
             await app.state.pool.close()
             metrics.process_exited()
 
-    routes: list[BaseRoute] = [
-        *routing.routes(OPERATIONS),
-        Mount("/docs/static", DocsAssets(), name="docs-static"),
-    ]
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        middleware=[Middleware(RequestContext)],
-        exception_handlers={ApiError: api_error_handler, HTTPException: http_exception_handler},
-    )
-    # `/orders/` is an unknown route (404 in the envelope), not a bodiless 307 to a Host-derived URL.
-    app.router.redirect_slashes = False
+    app = Service(OPERATIONS, lifespan)
     app.state.settings = settings
     app.state.openapi = msgspec.json.encode(build_spec(OPERATIONS))
     app.state.auth = Authenticator(settings)
