@@ -2,6 +2,7 @@
 errors become API errors."""
 
 import asyncio
+import collections
 from collections.abc import Callable, Hashable
 from contextvars import ContextVar
 from typing import Any
@@ -155,39 +156,43 @@ class Database:
             metrics.observe_pool_wait(asyncio.get_running_loop().time() - started)
 
     async def _enter_queue(self, key: Hashable) -> "_Queue":
+        """The turn of this request among the writes on `key`: at once when there are none, else after
+        those before it, each handing it to the next (waited for at most `idempotency_wait_ms`)."""
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue()
-        queue.users += 1
+            return queue
+        turn = asyncio.get_running_loop().create_future()
+        queue.waiting.append(turn)
         try:
-            if queue.lock.locked():
-                async with asyncio.timeout(self._key_wait):
-                    await queue.lock.acquire()
-            else:
-                await queue.lock.acquire()
+            async with asyncio.timeout(self._key_wait):
+                await turn
         except BaseException as exc:
-            self._leave_queue(key, queue, holding=False)
+            if turn.done() and not turn.cancelled():  # handed the turn as the wait ended: pass it on
+                self._leave_queue(key, queue)
+            # Otherwise the turn is cancelled where it waits, and whoever hands turns on skips it.
             if isinstance(exc, TimeoutError):
                 raise errors.REQUEST_IN_PROGRESS.error() from None
             raise
         return queue
 
-    def _leave_queue(self, key: Hashable, queue: "_Queue", holding: bool = True) -> None:
-        if holding:
-            queue.lock.release()
-        queue.users -= 1
-        if not queue.users:
-            del self._queues[key]
+    def _leave_queue(self, key: Hashable, queue: "_Queue") -> None:
+        waiting = queue.waiting
+        while waiting:
+            turn = waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        del self._queues[key]
 
 
 class _Queue:
-    """The writes of this process waiting on one row or key, in arrival order (asyncio.Lock is FIFO)."""
+    """The writes of this process on one row or key: one holds the turn, the others wait in arrival order."""
 
-    __slots__ = ("lock", "users")
+    __slots__ = ("waiting",)
 
     def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
+        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
 
 Pool = Database

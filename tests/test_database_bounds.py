@@ -20,13 +20,14 @@ from test_serving import LOCK_WAITERS, _connect, _poll, confirm_on_a_locked_row
 
 from orders_svc import migrate
 from orders_svc.app import create_app
-from orders_svc.db import connection, create_pool
+from orders_svc.db import connection, contended, create_pool
 from orders_svc.errors import ApiError
 
 from conftest import test_settings as settings_for
 from servers import create_database
 from support import app_client, assert_error
 
+ACTIVE_HERE = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND datname = current_database()"
 # Far above any bound the settings below give: reaching it means a wait was not bounded.
 GIVE_UP = 30
 
@@ -122,6 +123,48 @@ async def test_writes_queued_on_a_hot_row_hold_one_connection_and_other_requests
             await transaction.rollback()
         statuses = sorted([(await c).status_code for c in confirms])
         assert statuses == [200] + [409] * 11  # one confirmed version 1; the others' If-Match is stale
+
+
+async def test_writes_queued_on_one_key_take_turns_in_arrival_order_skipping_those_that_left(
+    fresh_database_url,
+):
+    """Four writes on one key behind a fifth that holds it: each gets its turn when the one before it is done,
+    in the order they came, on one connection at a time; one cancelled while it waits is skipped; and once
+    all are done the key is free (a new write goes straight through)."""
+    db = await create_pool(settings_for(fresh_database_url, pool_max=4), fresh_database_url)
+    turns: list[str] = []
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def write(name: str) -> None:
+        token = contended.set(("key", "/orders", None, b"hot"))
+        try:
+            async with connection(db) as conn:
+                turns.append(name)
+                assert await conn.fetchval(ACTIVE_HERE) == 1  # one write at a time
+                if name == "first":
+                    holding.set()
+                    await release.wait()
+        finally:
+            contended.reset(token)
+
+    try:
+        async with asyncio.timeout(GIVE_UP):
+            tasks = {"first": asyncio.create_task(write("first"))}
+            await holding.wait()
+            for name in ("second", "gone", "third", "fourth"):
+                tasks[name] = asyncio.create_task(write(name))
+                await asyncio.sleep(0.01)  # queued, in this order
+            tasks["gone"].cancel()
+            await asyncio.sleep(0.01)
+            release.set()
+            await asyncio.gather(*(task for name, task in tasks.items() if name != "gone"))
+            assert tasks["gone"].cancelled()
+            assert turns == ["first", "second", "third", "fourth"]
+            await write("later")
+            assert turns[-1] == "later"
+    finally:
+        await db.close()
 
 
 async def test_a_queued_write_gives_up_after_the_wait_with_409_request_in_progress(fresh_database_url):
