@@ -91,19 +91,35 @@ class Operation:
         return _PARAM.findall(self.path)
 
 
-def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(body, status, headers=headers, media_type="application/json")
+_JSON = (b"content-type", b"application/json")
+_REPLAYED = (b"idempotent-replayed", b"true")
+
+
+class JsonResponse(Response):
+    """A JSON body the service encoded, with the headers a handler gave: what Starlette's `Response` sends
+    for it, with its raw headers written directly rather than through its generic checks."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        raw = [(b"content-length", b"%d" % len(body)), _JSON]
+        if headers:
+            raw += [(name.lower().encode("latin-1"), v.encode("latin-1")) for name, v in headers.items()]
+        self.raw_headers = raw
 
 
 def render(result: Reply | bytes | Response) -> Response:
     if isinstance(result, Response):
         return result
     if isinstance(result, bytes):
-        return json_response(result)
-    headers = result.headers
+        return JsonResponse(result)
+    response = JsonResponse(result.body, result.status, result.headers)
     if result.replayed:
-        headers = {**headers, "idempotent-replayed": "true"}
-    return json_response(result.body, result.status, headers)
+        response.raw_headers.append(_REPLAYED)
+    return response
 
 
 async def read_body(request: Request) -> bytes:

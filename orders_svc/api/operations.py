@@ -15,7 +15,7 @@ from ..errors import ApiError
 from ..observability import metrics
 from ..queries import health, outbox
 from ..resources import migration_ids
-from ..routing import Call, Operation, json_response
+from ..routing import Call, JsonResponse, Operation
 from ..schemas import Health
 
 _OK = msgspec.json.encode({"status": "ok"})
@@ -69,7 +69,7 @@ async def _backlog(call: Call) -> metrics.OutboxBacklog | None:
 
 
 async def openapi(call: Call) -> Response:
-    return json_response(call.request.app.state.openapi)
+    return JsonResponse(call.request.app.state.openapi)
 
 
 # The docs pages run the vendored UIs and their own start-up files, all from this origin: no inline script,
