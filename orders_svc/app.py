@@ -3,9 +3,11 @@
 import gc
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Mount, Route
@@ -24,6 +26,18 @@ from .settings import Settings
 from .tenancy import Authenticator
 
 
+class AppState(State):
+    """What the application holds for its handlers (settings, pool, authenticator, limits...), as plain
+    attributes: Starlette's `State` keeps them in a dict read through a Python `__getattr__`, one call per
+    read, several per request."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        object.__delattr__(self, name)
+
+
 class Service(Starlette):
     """The application: Starlette's, with its own stack of layers around the routes.
 
@@ -40,6 +54,7 @@ class Service(Starlette):
             Mount("/docs/static", DocsAssets(), name="docs-static"),
         ]
         super().__init__(routes=routes, lifespan=lifespan)
+        self.state = AppState()
         # `/orders/` is an unknown route (404 in the envelope), not a bodiless 307 to a Host-derived URL.
         self.router.redirect_slashes = False
 

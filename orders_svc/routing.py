@@ -38,11 +38,12 @@ PATH_PARAMS: dict[str, Problem] = {
 class Call:
     """What a handler gets: the request as its operation declared it, read and checked."""
 
-    __slots__ = ("body", "idem", "ids", "if_match_sent", "pool", "request", "tenant", "versions")
+    __slots__ = ("body", "idem", "ids", "if_match_sent", "pool", "request", "state", "tenant", "versions")
 
     def __init__(self, request: Request) -> None:
         self.request = request
-        self.pool: Any = request.app.state.pool
+        self.state: Any = request.app.state  # the application's: settings, pool, auth, limits
+        self.pool: Any = self.state.pool
         self.tenant = ""
         self.ids: dict[str, uuid.UUID] = {}
         self.versions: list[int] | None = None  # None: If-Match `*` or absent
@@ -170,10 +171,10 @@ def endpoint(op: Operation) -> Endpoint:
     async def run(request: Request) -> Response:
         call = Call(request)
         if roles:
-            call.tenant = request.app.state.auth.tenant_with_roles(request, roles)
+            call.tenant = call.state.auth.tenant_with_roles(request, roles)
         elif op.tenant:
-            call.tenant = request.app.state.auth.tenant(request)
-        if call.tenant and (limits := request.app.state.limits) is not None:
+            call.tenant = call.state.auth.tenant(request)
+        if call.tenant and (limits := call.state.limits) is not None:
             limits.check(request.scope, call.tenant)  # before anything reads the body or the database
         for name, missing in params:
             try:
@@ -195,7 +196,7 @@ def endpoint(op: Operation) -> Endpoint:
             key = single_header(request.headers, "Idempotency-Key")
             if key is not None:
                 path = fingerprinted.format(**call.ids) if call.ids else fingerprinted
-                ttl = request.app.state.settings.idempotency_ttl
+                ttl = call.state.settings.idempotency_ttl
                 call.idem = Idempotency(parse_idempotency_key(key), fingerprint(op.method, path, raw), ttl)
             elif op.idempotency_key == "required":
                 raise errors.IDEMPOTENCY_KEY_REQUIRED.error()

@@ -56,7 +56,7 @@ async def scrape(call: Call) -> Response:
 
 
 async def _backlog(call: Call) -> metrics.OutboxBacklog | None:
-    cache: metrics.BacklogCache = call.request.app.state.backlog
+    cache: metrics.BacklogCache = call.state.backlog
     backlog = cache.fresh()
     if backlog is not None:
         return backlog
@@ -69,7 +69,7 @@ async def _backlog(call: Call) -> metrics.OutboxBacklog | None:
 
 
 async def openapi(call: Call) -> Response:
-    return JsonResponse(call.request.app.state.openapi)
+    return JsonResponse(call.state.openapi)
 
 
 # The docs pages run the vendored UIs and their own start-up files, all from this origin: no inline script,

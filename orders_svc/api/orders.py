@@ -44,7 +44,7 @@ async def create_order(call: Call) -> Reply:
         if product_id in seen:
             raise errors.DUPLICATE_LINE.error(productId=str(product_id))
         seen.add(product_id)
-    reservation = call.request.app.state.settings.reservation_ttl
+    reservation = call.state.settings.reservation_ttl
     return await orders.create_order_with_items(call.pool, call.tenant, call.idem, lines, reservation)
 
 
