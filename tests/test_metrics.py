@@ -214,6 +214,26 @@ def test_two_worker_processes_add_up(database_url, tmp_path):
             assert value(samples, "db_client_connection_max") == 6
 
 
+def test_a_loop_counter_is_exposed_as_prometheus_clients_counter_would_be():
+    """The same increments, label set by label set, give the same exposition text (`_created` aside)."""
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    registries = CollectorRegistry(), CollectorRegistry()
+    theirs = Counter("c", "Things done", ("outcome", "kind"), registry=registries[0])
+    ours = metrics.LoopCounter("c", "Things done", ("outcome", "kind"), registry=registries[1])
+    for labels, times in {("created", "a"): 3, ("replayed", "b"): 1, ("created", "b"): 2}.items():
+        inc = ours.child(*labels)
+        for _ in range(times):
+            inc()
+            theirs.labels(*labels).inc()
+
+    def text(registry: CollectorRegistry) -> list[str]:
+        return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+    assert text(registries[1]) == text(registries[0])
+    assert 'c_total{kind="a",outcome="created"} 3.0' in text(registries[1])
+
+
 def test_a_loop_histogram_exposes_what_prometheus_clients_histogram_would():
     """The same observations (below, on and above bucket bounds, and past the last) give the same buckets,
     count and sum as the library's Histogram, label set by label set (its `_created` aside)."""

@@ -100,7 +100,7 @@ class Limits:
         scope[SCOPE_KEY] = policy.fields(tokens)
         if not allowed:
             if metrics.state.enabled:
-                metrics.RATE_LIMITED.labels(policy.name).inc()
+                metrics.rate_limited(policy.name)
             error = errors.RATE_LIMITED.error(policy=policy.name)
             error.headers = {"Retry-After": str(policy.retry_after(tokens))}
             raise error

@@ -25,7 +25,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -55,6 +55,7 @@ class _State:
 state = _State()
 
 Observe = Callable[[float], None]
+Increment = Callable[[], None]
 
 
 class LoopHistogram(Collector):
@@ -104,6 +105,45 @@ class LoopHistogram(Collector):
         yield family
 
 
+class LoopCounter(Collector):
+    """A counter family incremented only from the process's event loop, one cell per label set: the
+    counterpart of `LoopHistogram` for the writes' counters (a write increments one or two). Exposed as
+    the library's would be (`_total`; no `_created`)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        registry: CollectorRegistry = REGISTRY,
+    ):
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self.series: dict[tuple[str, ...], list[float]] = {}
+        registry.register(self)
+
+    def child(self, *labels: str) -> Increment:
+        cell = self.series.setdefault(labels, [0.0])
+
+        def inc() -> None:
+            cell[0] += 1
+
+        return inc
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, cell in self.series.items():
+            family.add_metric(list(labels), cell[0])
+        yield family
+
+
+def counter(name: str, documentation: str, labelnames: tuple[str, ...]) -> Callable[..., Increment]:
+    """The increment function of a label set of a counter family (called with the label values)."""
+    if multiprocess_mode():
+        family = Counter(name, documentation, labelnames)
+        return lambda *labels: family.labels(*labels).inc
+    return LoopCounter(name, documentation, labelnames).child
+
+
 def histogram(
     name: str, documentation: str, labelnames: tuple[str, ...], buckets: tuple[float, ...]
 ) -> Callable[..., Observe]:
@@ -149,17 +189,17 @@ POOL_WAIT = histogram(
     (),
     WAIT_BUCKETS,
 )
-IDEMPOTENCY = Counter(
+IDEMPOTENCY = counter(
     "orders_idempotency_requests",
     "Writes sent with an Idempotency-Key, by outcome: created, replayed, reused, in_progress",
     ("outcome",),
 )
-TRANSITIONS = Counter(
+TRANSITIONS = counter(
     "orders_state_transitions",
     "Order state changes made by the API, by from and to state",
     ("from_state", "to_state"),
 )
-RATE_LIMITED = Counter(
+RATE_LIMITED = counter(
     "orders_rate_limited_requests", "Requests refused with 429 rate_limited, by policy", ("policy",)
 )
 
@@ -174,14 +214,19 @@ def _duration(method: str, route: str, status: int) -> Observe:
 
 
 @functools.cache
-def _outcome(outcome: str) -> Counter:
-    return IDEMPOTENCY.labels(outcome)
+def _outcome(outcome: str) -> Increment:
+    return IDEMPOTENCY(outcome)
 
 
 @functools.cache
-def _transition(change: Transition) -> Counter:
+def _rate_limited(policy: str) -> Increment:
+    return RATE_LIMITED(policy)
+
+
+@functools.cache
+def _transition(change: Transition) -> Increment:
     sources = "|".join(status for status in OrderStatus if status in change.sources)
-    return TRANSITIONS.labels(sources, change.target)
+    return TRANSITIONS(sources, change.target)
 
 
 def observe_request(method: str, route: str | None, status: int, seconds: float) -> None:
@@ -196,14 +241,19 @@ def observe_pool_wait(seconds: float) -> None:
 
 def idempotency(outcome: str) -> None:
     if state.enabled:
-        _outcome(outcome).inc()
+        _outcome(outcome)()
+
+
+def rate_limited(policy: str) -> None:
+    """A request refused with 429 under `policy` (counted by the caller only when metrics are enabled)."""
+    _rate_limited(policy)()
 
 
 def transition(change: Transition) -> None:
     """An order changed state. A change allowed from several states (cancel) is counted under all of them
     (`draft|confirmed`): its guarded UPDATE does not say which one the order was in."""
     if state.enabled:
-        _transition(change).inc()
+        _transition(change)()
 
 
 class PoolUsage(NamedTuple):
