@@ -207,7 +207,7 @@ class Database:
             return queue
         try:
             async with asyncio.timeout(self._key_wait):
-                await queue.wait()
+                await queue.take()  # free when a write handed the turn on to one that had gone
         except TimeoutError:
             raise errors.REQUEST_IN_PROGRESS.error() from None
         return queue

@@ -167,6 +167,33 @@ async def test_writes_queued_on_one_key_take_turns_in_arrival_order_skipping_tho
         await db.close()
 
 
+async def test_a_write_handed_the_turn_as_it_is_cancelled_leaves_the_key_free(fresh_database_url):
+    """The holder leaves and hands the key to the one write waiting, which is cancelled (its client gone,
+    its wait over) before it runs: it passes the turn on, and with nobody left the next write on the key
+    goes straight through rather than waiting for a turn nobody will hand it."""
+    db = await create_pool(settings_for(fresh_database_url, idempotency_wait_ms=2_000), fresh_database_url)
+    token = contended.set(("key", "/orders", None, b"handed"))
+    try:
+        async with asyncio.timeout(GIVE_UP):
+            holder = connection(db)
+            await holder.__aenter__()
+            waiter = asyncio.create_task(_select_one(db))
+            await asyncio.sleep(0.05)  # queued behind the holder
+            await holder.__aexit__(None, None, None)  # hands the waiter its turn...
+            waiter.cancel()  # ...which it is cancelled before taking
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+            assert await _select_one(db) == 1  # not 409 request_in_progress once the wait is over
+    finally:
+        contended.reset(token)
+        await db.close()
+
+
+async def _select_one(db) -> int:
+    async with connection(db) as conn:
+        return int(await conn.fetchval("SELECT 1"))
+
+
 async def test_a_queued_write_gives_up_after_the_wait_with_409_request_in_progress(fresh_database_url):
     async with _app_with_order(fresh_database_url, pool_min=1, pool_max=3, idempotency_wait_ms=300) as (
         http,
