@@ -13,7 +13,8 @@ Every error in the envelope. uvicorn answers some requests itself, in text/plain
 
 Limits at the edge. httptools buffers whatever a request head holds, and uvicorn times out only an idle
 keep-alive connection. Here (`Limits`, from the settings) a head larger than `max_head_bytes` or with more
-than `max_headers` lines is refused with 431 as soon as it is seen, before it is all buffered; a head must
+than `max_headers` lines is refused with 431 as soon as it is seen (at the end of each read while it is
+incomplete, and once it is), before it is all buffered; a head must
 arrive within `head_timeout` (counted from its first byte, or from the connection's opening), and a body
 within `body_timeout` of its head, else 408 and the connection is closed (a connection that sent nothing
 is closed without an answer, as an idle keep-alive one is). Past `limit_concurrency` connections or
@@ -23,7 +24,8 @@ Clients gone. A request task sees, through `db.client_gone`, whether its client 
 so the database layer drops it before it takes a connection.
 
 This is the one module that reaches into uvicorn's internals: the httptools protocol class, its parser
-callbacks (`on_message_begin`, `on_url`, `on_header`, `on_headers_complete`, `on_message_complete`),
+callbacks (`on_message_begin`, `on_headers_complete`, `on_message_complete`) and what `on_url` and
+`on_header` store of the head (`url`, `headers`),
 `data_received`, `connection_lost` and what it calls (`send_400_response`, `_start_asgi_task`,
 `server_state.default_headers`, `self.cycle`, `self.flow`), the per-request `RequestResponseCycle` (its
 `receive`, `send_500_response`, `disconnected`, `keep_alive`, `response_complete`, `message_event`) and
@@ -136,10 +138,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._in_head = True  # from a message's first byte (or the connection's opening) to its head's end
-        self._head_bytes = 0  # of the head being parsed: request target and header lines so far
-        self._header_count = 0
         self._raw_bytes = 0  # bytes received while that head is incomplete (bounds what httptools buffers)
         self._begun = False  # a message began in the data being fed
+        self._fed = 0  # the size of the data being fed
         self._received = False  # any byte since the connection opened
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -157,41 +158,40 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         self._received = True
         self._begun = False
+        self._fed = len(data)
         super().data_received(data)
         if self._in_head and not self.transport.is_closing():
             # What httptools holds of an unfinished head (a header line still arriving) is not seen by the
             # callbacks: count what arrived since it began. Counted from the data after the one it began in,
             # so a pipelined body before it is not taken for head; at worst one read goes uncounted.
-            self._raw_bytes = self._head_bytes if self._begun else self._raw_bytes + len(data)
-            if self._raw_bytes > self.limits.max_head_bytes:
+            self._raw_bytes = self._head_size() if self._begun else self._raw_bytes + len(data)
+            if self._raw_bytes > self.limits.max_head_bytes:  # its lines are counted once it is complete
                 self._refuse_head()
 
     # Parser callbacks: the size and count of the head, the deadlines of head and body.
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head, self._begun = True, True
-        self._head_bytes = self._header_count = self._raw_bytes = 0
+        self._raw_bytes = 0
         if self._expiry is None:
             self._arm(self.limits.head_timeout, self._head_expired)
 
-    def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        if self._head_bytes > self.limits.max_head_bytes:
-            self._too_large()
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # Counted in place, not through a helper: this runs for every header line of every request.
-        self._head_bytes += len(name) + len(value) + 4  # name, ": ", value, CRLF
-        self._header_count += 1
-        limits = self.limits
-        if self._head_bytes > limits.max_head_bytes or self._header_count > limits.max_headers:
-            self._too_large()
-        super().on_header(name, value)
+    def _head_size(self) -> int:
+        """The head as the parser has handed it over: the request target and each header line (name,
+        ": ", value, CRLF; a value's trailing whitespace, which the parser drops, aside)."""
+        headers = self.headers
+        return len(self.url) + sum(len(name) + len(value) for name, value in headers) + 4 * len(headers)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
+        # A head that began in the data being fed is no larger than that data: measured only when larger.
+        limits = self.limits
+        if len(self.headers) > limits.max_headers or (
+            (not self._begun or self._fed > limits.max_head_bytes)
+            and self._head_size() > limits.max_head_bytes
+        ):
+            self._too_large()
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # a request starts (not an upgrade)

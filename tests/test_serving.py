@@ -301,8 +301,8 @@ def test_a_request_still_running_when_shutdown_gives_up_on_it_gets_500_in_the_en
 
 
 def test_the_uvicorn_internals_the_protocol_relies_on_are_still_there():
-    """Fails on a uvicorn upgrade that renames, re-signs or bypasses what orders_svc.serving overrides or
-    calls. The round trips above show the behaviour; this names what moved."""
+    """Fails on a uvicorn upgrade that renames, re-signs or bypasses what orders_svc.serving overrides,
+    calls or reads. The round trips above show the behaviour; this names what moved."""
     protocol, cycle = httptools_impl.HttpToolsProtocol, httptools_impl.RequestResponseCycle
     overridden = {
         protocol.connection_made: ["self", "transport"],
@@ -334,6 +334,11 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_still_there():
     received = inspect.getsource(protocol.data_received)
     assert "except httptools.HttpParserError:" in received and "self.send_400_response(" in received
     assert "self.cycle = RequestResponseCycle(" in inspect.getsource(protocol.on_headers_complete)
+    # The head's size and lines are read from what the parser callbacks store of it.
+    assert "self.url += url" in inspect.getsource(protocol.on_url)
+    assert "self.headers.append((name, value))" in inspect.getsource(protocol.on_header)
+    begin = inspect.getsource(protocol.on_message_begin)
+    assert 'self.url = b""' in begin and "self.headers = []" in begin
     assert "self.cycle.disconnected = True" in inspect.getsource(protocol.connection_lost)
     assert "await self.message_event.wait()" in inspect.getsource(cycle.receive)
     for attribute in ("disconnected", "keep_alive", "response_complete", "message_event", "more_body"):
