@@ -104,23 +104,32 @@ class Turns:
         self.free = free
         self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    async def wait(self) -> None:
-        """Wait for a turn handed on (only when none is free); bounded by the caller's `asyncio.timeout`."""
-        turn = asyncio.get_running_loop().create_future()
+    async def wait(self, seconds: float | None) -> None:
+        """Wait for a turn handed on (only when none is free), at most `seconds`: TimeoutError past them.
+
+        The wait's end is one timer that fails the turn's future, not `asyncio.timeout` (which re-schedules,
+        cancels and un-cancels the task: about ten calls more, on every wait of a busy pool).
+        """
+        loop = asyncio.get_running_loop()
+        turn = loop.create_future()
         self.waiting.append(turn)
+        timer = loop.call_later(seconds, _expire, turn) if seconds is not None else None
         try:
             await turn
         except BaseException:
-            if turn.done() and not turn.cancelled():  # handed the turn as the wait ended: pass it on
-                self.release()
-            # Otherwise the turn is cancelled where it waits, and release() skips it.
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                self.release()  # handed the turn as the wait ended (cancelled): pass it on
+            # Otherwise the turn is over where it waits (cancelled or expired), and release() skips it.
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
-    async def take(self) -> None:
+    async def take(self, seconds: float | None = None) -> None:
         if self.free:
             self.free -= 1
         else:
-            await self.wait()
+            await self.wait(seconds)
 
     def release(self) -> None:
         waiting = self.waiting
@@ -130,6 +139,11 @@ class Turns:
                 turn.set_result(None)
                 return
         self.free += 1
+
+
+def _expire(turn: "asyncio.Future[None]") -> None:
+    if not turn.done():
+        turn.set_exception(TimeoutError())
 
 
 class Database:
@@ -190,8 +204,7 @@ class Database:
         started = asyncio.get_running_loop().time()
         self._pending += 1
         try:
-            async with asyncio.timeout(self._pool_wait):
-                await turns.wait()
+            await turns.wait(self._pool_wait)
         except TimeoutError:
             raise errors.POOL_EXHAUSTED.error() from None
         finally:
@@ -206,8 +219,7 @@ class Database:
             queue = self._queues[key] = Turns(0)  # taken by this request
             return queue
         try:
-            async with asyncio.timeout(self._key_wait):
-                await queue.take()  # free when a write handed the turn on to one that had gone
+            await queue.take(self._key_wait)  # free when a write handed the turn on to one that had gone
         except TimeoutError:
             raise errors.REQUEST_IN_PROGRESS.error() from None
         return queue
