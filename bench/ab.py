@@ -1,6 +1,6 @@
 """This checkout against another one, interleaved: is a change a regression?
 
-    python bench/ab.py OTHER_CHECKOUT [--rounds 5] [--seconds 2] [--connections 32]
+    python bench/ab.py OTHER_CHECKOUT [--rounds 5] [--seconds 2] [--connections 32] [--scenarios create,get,...]
 
 OTHER_CHECKOUT is another working tree of this repository with its own `.venv` (`make install` there), for
 instance the commit before a change: `git worktree add ../before HEAD~1 && make -C ../before install`.
@@ -154,7 +154,16 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="a setting of this checkout's service only (repeatable), e.g. ORDERS_METRICS=false",
     )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="a comma-separated subset of " + ",".join(SCENARIOS) + " (against a checkout from before the "
+        "catalogue: create,confirm,close,get,list; no products are seeded then)",
+    )
     options = parser.parse_args()
+    chosen = options.scenarios.split(",")
+    if unknown := set(chosen) - set(SCENARIOS):
+        parser.error(f"--scenarios: no scenario {', '.join(sorted(unknown))}")
     wrk = find_wrk()
     this, other = Side("this", HERE), Side("other", options.other.resolve())
     this.env = dict(item.split("=", 1) for item in options.env)
@@ -175,10 +184,11 @@ def main() -> None:
                         prefix = work / f"{side.name}-{key}{index}-"
                         seed_orders(side.dsn, f"ab-{key}{index}-", THREADS, per_round, status, prefix)
                 # Seeded alike on both sides, in the same order: neither gets the better table layout.
-                for index in range(THREADS):
-                    path = work / f"{side.name}-products-{index}"
-                    seed_products(side.dsn, f"ab-items-{index}", ITEM_PRODUCTS_PER_THREAD, path)
-                seed_products(side.dsn, "ab-hot", 1, work / f"{side.name}-hot")
+                if {"items", "hot"} & set(chosen):
+                    for index in range(THREADS):
+                        path = work / f"{side.name}-products-{index}"
+                        seed_products(side.dsn, f"ab-items-{index}", ITEM_PRODUCTS_PER_THREAD, path)
+                    seed_products(side.dsn, "ab-hot", 1, work / f"{side.name}-hot")
                 with psycopg.connect(side.dsn, autocommit=True) as conn:
                     conn.execute("VACUUM ANALYZE")
             for side in (this, other):  # the pools open their connections, the statements get prepared
@@ -195,6 +205,7 @@ def main() -> None:
                     ("items", "create_items.lua", products(work, f"{run}{index}", "items", ITEM_LINES)),
                     ("hot", "create_items.lua", products(work, f"{run}{index}", "hot", 1)),
                 ]
+                scenarios = [scenario for scenario in scenarios if scenario[0] in chosen]
                 order = (this, other) if index % 2 == 0 else (other, this)
                 for key, script, args in scenarios:
                     for side in order:
@@ -202,6 +213,9 @@ def main() -> None:
                         side.figures.setdefault(key, []).append(figures)
                 print(f"ab: round {index + 1} of {options.rounds} done", file=sys.stderr)
     report(this, other, [key for key, _, _ in scenarios], options)
+
+
+SCENARIOS = ("create", "confirm", "close", "get", "list", "items", "hot")
 
 
 def both(args: list[str]) -> dict[str, list[str]]:
