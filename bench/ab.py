@@ -1,6 +1,6 @@
 """This checkout against another one, interleaved: is a change a regression?
 
-    python bench/ab.py OTHER_CHECKOUT [--rounds 5] [--seconds 2] [--connections 32] [--scenarios create,get,...]
+    python bench/ab.py OTHER_CHECKOUT [--rounds 5] [--seconds 2] [--connections 32] [--scenarios A,B,...]
 
 OTHER_CHECKOUT is another working tree of this repository with its own `.venv` (`make install` there), for
 instance the commit before a change: `git worktree add ../before HEAD~1 && make -C ../before install`.
