@@ -220,8 +220,12 @@ class Database:
             return queue
         try:
             await queue.take(self._key_wait)  # free when a write handed the turn on to one that had gone
-        except TimeoutError:
-            raise errors.REQUEST_IN_PROGRESS.error() from None
+        except BaseException as exc:
+            if queue.free and self._queues.get(key) is queue:  # handed the turn as it left, and passed it on
+                del self._queues[key]  # to nobody: no one holds the key or waits for it
+            if isinstance(exc, TimeoutError):
+                raise errors.REQUEST_IN_PROGRESS.error() from None
+            raise
         return queue
 
     def _leave_queue(self, key: Hashable, queue: Turns) -> None:

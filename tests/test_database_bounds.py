@@ -169,8 +169,9 @@ async def test_writes_queued_on_one_key_take_turns_in_arrival_order_skipping_tho
 
 async def test_a_write_handed_the_turn_as_it_is_cancelled_leaves_the_key_free(fresh_database_url):
     """The holder leaves and hands the key to the one write waiting, which is cancelled (its client gone,
-    its wait over) before it runs: it passes the turn on, and with nobody left the next write on the key
-    goes straight through rather than waiting for a turn nobody will hand it."""
+    its wait over) before it runs: it passes the turn on to nobody, so the key's queue goes (not kept for
+    good, one per such race), and the next write on the key goes straight through rather than waiting for
+    a turn nobody will hand it."""
     db = await create_pool(settings_for(fresh_database_url, idempotency_wait_ms=2_000), fresh_database_url)
     token = contended.set(("key", "/orders", None, b"handed"))
     try:
@@ -183,6 +184,7 @@ async def test_a_write_handed_the_turn_as_it_is_cancelled_leaves_the_key_free(fr
             waiter.cancel()  # ...which it is cancelled before taking
             with contextlib.suppress(asyncio.CancelledError):
                 await waiter
+            assert not db._queues  # no key's queue is left behind with nobody on it
             assert await _select_one(db) == 1  # not 409 request_in_progress once the wait is over
     finally:
         contended.reset(token)
