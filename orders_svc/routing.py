@@ -213,19 +213,22 @@ Table = dict[str, dict[str, Endpoint]]
 
 
 def table(operations: Iterable[Operation]) -> Table:
-    """Each path's endpoint per method, from the operations."""
+    """Each path's endpoint per method, from the operations; HEAD goes with GET."""
     by_path: Table = {}
     for op in operations:
         methods = by_path.setdefault(op.path, {})
         if op.method in methods:
             raise ValueError(f"{op.method} {op.path} is declared twice")
         methods[op.method] = endpoint(op)
+    for methods in by_path.values():
+        if "GET" in methods:
+            methods["HEAD"] = methods["GET"]
     return by_path
 
 
 def routes(served: Table) -> list[Route]:
     """One Starlette route per path, serving each of its methods: so a wrong method gets a 405 naming them
-    all in `Allow`, and HEAD goes with GET."""
+    all in `Allow`."""
     return [_route(path, methods) for path, methods in served.items()]
 
 
@@ -271,8 +274,7 @@ class Dispatch:
                     node = node.param
                 else:
                     node = node.literal.setdefault(segment, _Node())
-            node.route = route_of[path]
-            node.methods = {**methods, "HEAD": methods["GET"]} if "GET" in methods else methods
+            node.route, node.methods = route_of[path], methods
 
     def find(self, path: str) -> tuple[_Node, dict[str, str]] | None:
         """The node serving `path` (which starts with `/`) and its path parameters, if one does."""
@@ -313,8 +315,6 @@ def _route(path: str, methods: dict[str, Endpoint]) -> Route:
     if len(methods) == 1:
         [only] = methods.values()
         return Route(path, only, methods=list(methods))
-    if "GET" in methods:
-        methods = {**methods, "HEAD": methods["GET"]}
 
     async def dispatch(request: Request) -> Response:
         return await methods[request.method](request)
