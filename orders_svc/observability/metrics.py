@@ -58,7 +58,22 @@ Observe = Callable[[float], None]
 Increment = Callable[[], None]
 
 
-class LoopHistogram(Collector):
+class _LoopFamily(Collector):
+    """A metric family changed only from the process's event loop, its values a list per label set."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        registry: CollectorRegistry = REGISTRY,
+    ):
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self.series: dict[tuple[str, ...], list[float]] = {}
+        registry.register(self)
+
+
+class LoopHistogram(_LoopFamily):
     """A histogram family observed only from the serving process's event loop, a list of counts per label set.
 
     Every request observes two histograms (its duration, its wait for a connection). prometheus-client's
@@ -77,10 +92,8 @@ class LoopHistogram(Collector):
         buckets: tuple[float, ...],
         registry: CollectorRegistry = REGISTRY,
     ):
-        self.name, self.documentation, self.labelnames = name, documentation, labelnames
         self.bounds = tuple(float(b) for b in buckets)
-        self.series: dict[tuple[str, ...], list[float]] = {}
-        registry.register(self)
+        super().__init__(name, documentation, labelnames, registry)
 
     def child(self, *labels: str) -> Observe:
         """The observe function of one label set: counts per bucket (the last one +Inf), then the sum."""
@@ -105,21 +118,10 @@ class LoopHistogram(Collector):
         yield family
 
 
-class LoopCounter(Collector):
+class LoopCounter(_LoopFamily):
     """A counter family incremented only from the process's event loop, one cell per label set: the
     counterpart of `LoopHistogram` for the writes' counters (a write increments one or two). Exposed as
     the library's would be (`_total`; no `_created`)."""
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: tuple[str, ...],
-        registry: CollectorRegistry = REGISTRY,
-    ):
-        self.name, self.documentation, self.labelnames = name, documentation, labelnames
-        self.series: dict[tuple[str, ...], list[float]] = {}
-        registry.register(self)
 
     def child(self, *labels: str) -> Increment:
         cell = self.series.setdefault(labels, [0.0])
