@@ -9,7 +9,7 @@ from collections.abc import Hashable
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .db import contended
+from .db import contended, writing
 from .errors import error_response
 from .logs import log_request, request_id
 from .observability import metrics, tracing
@@ -47,7 +47,10 @@ class RequestContext:
         status = 500
         responded = False
         added = [(b"x-request-id", rid.encode()), _NOSNIFF]
-        contending = contended.set(contention(scope)) if scope["method"] not in _READS else None
+        if scope["method"] in _READS:
+            contending = write = None
+        else:
+            contending, write = contended.set(contention(scope)), writing.set(True)
         measured = metrics.state.enabled
         if measured:
             metrics.state.active += 1
@@ -91,6 +94,8 @@ class RequestContext:
             request_id.reset(token)
             if contending is not None:
                 contended.reset(contending)
+            if write is not None:
+                writing.reset(write)
 
 
 def _incoming_id(scope: Scope) -> str | None:

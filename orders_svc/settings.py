@@ -185,8 +185,14 @@ class Settings:
     pool_max: int = env(
         "ORDERS_POOL_MAX",
         between(1, 1000),
-        10,
+        32,
         "Largest pool per worker process; requests beyond it wait for a connection in arrival order",
+    )
+    pool_writers: int = env(
+        "ORDERS_POOL_WRITERS",
+        between(1, 1000),
+        10,
+        "Most writes per worker in PostgreSQL at once (at most ORDERS_POOL_MAX); more wait in arrival order",
     )
     statement_timeout_ms: int = env(
         "ORDERS_STATEMENT_TIMEOUT_MS",

@@ -20,7 +20,7 @@ from test_serving import LOCK_WAITERS, _connect, _poll, confirm_on_a_locked_row
 
 from orders_svc import migrate
 from orders_svc.app import create_app
-from orders_svc.db import connection, contended, create_pool
+from orders_svc.db import Turns, connection, contended, create_pool
 from orders_svc.errors import ApiError
 
 from conftest import test_settings as settings_for
@@ -125,6 +125,81 @@ async def test_writes_queued_on_a_hot_row_hold_one_connection_and_other_requests
         assert statuses == [200] + [409] * 11  # one confirmed version 1; the others' If-Match is stale
 
 
+async def test_writes_past_pool_writers_wait_in_the_service_and_reads_use_the_rest_of_the_pool(
+    fresh_database_url,
+):
+    """Four confirms of four locked orders with ORDERS_POOL_WRITERS 2 in a pool of 4: two wait in PostgreSQL,
+    two in the service for a write's turn, and two reads at once get the connections writes may not take."""
+    async with _app_with_order(
+        fresh_database_url,
+        pool_min=1,
+        pool_max=4,
+        pool_writers=2,
+        pool_timeout_ms=60_000,
+        idempotency_wait_ms=60_000,
+    ) as (http, db, tenant, first):
+        orders = [first] + [await _created(http, tenant) for _ in range(3)]
+        headers = {"X-Tenant-Id": tenant}
+        confirming = {**headers, "If-Match": '"1"'}
+        async with db.acquire() as holder, db.acquire() as observer:
+            transaction = holder.transaction()
+            await transaction.start()
+            await holder.execute(
+                "SELECT 1 FROM orders WHERE id = ANY ($1::uuid[]) FOR UPDATE", [uuid.UUID(o) for o in orders]
+            )
+            confirms = [
+                asyncio.create_task(
+                    http.patch(f"/orders/{o}/confirm", headers=confirming, json={"totalCents": 5})
+                )
+                for o in orders
+            ]
+            await _until(lambda: _has_waiters(observer, 2))
+            for _ in range(20):  # let every confirm get as far as it would
+                await asyncio.sleep(0.01)
+            assert await _lock_waiters(observer) == 2
+            async with asyncio.timeout(GIVE_UP):
+                reads = await asyncio.gather(*(http.get(f"/orders/{o}", headers=headers) for o in orders[:2]))
+            assert [read.status_code for read in reads] == [200, 200]
+            assert not any(confirm.done() for confirm in confirms)
+            await transaction.rollback()
+        assert [(await confirm).status_code for confirm in confirms] == [200] * 4
+
+
+async def test_a_write_waiting_past_the_pool_timeout_for_a_writers_turn_gets_503_and_reads_pass(
+    fresh_database_url,
+):
+    """One writer's turn, held by a confirm waiting on a locked row: a confirm of another order gets 503
+    pool_exhausted after ORDERS_POOL_TIMEOUT_MS, while a read gets a connection at once."""
+    async with _app_with_order(
+        fresh_database_url,
+        pool_min=1,
+        pool_max=3,
+        pool_writers=1,
+        pool_timeout_ms=200,
+        idempotency_wait_ms=60_000,
+    ) as (http, db, tenant, hot):
+        other = await _created(http, tenant)
+        headers = {"X-Tenant-Id": tenant}
+        confirming = {**headers, "If-Match": '"1"'}
+        async with db.acquire() as holder, db.acquire() as observer, holder.transaction():
+            await holder.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", uuid.UUID(hot))
+            waiting = asyncio.create_task(
+                http.patch(f"/orders/{hot}/confirm", headers=confirming, json={"totalCents": 5})
+            )
+            await _until(lambda: _has_waiters(observer, 1))
+            async with asyncio.timeout(GIVE_UP):
+                refused = await http.patch(
+                    f"/orders/{other}/confirm", headers=confirming, json={"totalCents": 5}
+                )
+                read = await http.get(f"/orders/{other}", headers=headers)
+            assert_error(refused, 503, "service_unavailable", "pool_exhausted")
+            assert (
+                read.status_code == 200 and read.json()["status"] == "draft"
+            )  # the refused write wrote nothing
+            assert not waiting.done()
+        assert (await waiting).status_code == 200
+
+
 async def test_writes_queued_on_one_key_take_turns_in_arrival_order_skipping_those_that_left(
     fresh_database_url,
 ):
@@ -194,6 +269,26 @@ async def test_a_write_handed_the_turn_as_it_is_cancelled_leaves_the_key_free(fr
 async def _select_one(db) -> int:
     async with connection(db) as conn:
         return int(await conn.fetchval("SELECT 1"))
+
+
+async def test_each_wait_for_a_turn_ends_at_its_own_bound_whatever_the_order_they_came_in():
+    """Three waits for a turn with bounds of 5, 0.05 and 0.3 s: the first is handed the turn, the second fails
+    at its bound while the third still waits (the one timer moved earlier for it), the third fails at its own
+    bound after that (the timer set again), and none is failed by another's bound."""
+    turns = Turns(0)
+    handed = asyncio.create_task(turns.wait(5))
+    short = asyncio.create_task(turns.wait(0.05))
+    longer = asyncio.create_task(turns.wait(0.3))
+    await asyncio.sleep(0)
+    turns.release()
+    await handed
+    with pytest.raises(TimeoutError):
+        await short
+    assert not longer.done()
+    with pytest.raises(TimeoutError):
+        await longer
+    turns.release()  # the turn handed on to nobody is free again
+    assert turns.free == 1 and not turns.waiting
 
 
 async def test_a_queued_write_gives_up_after_the_wait_with_409_request_in_progress(fresh_database_url):
