@@ -3,6 +3,7 @@ errors become API errors."""
 
 import asyncio
 import collections
+import math
 from collections.abc import Callable, Hashable
 from contextvars import ContextVar
 from typing import Any
@@ -96,25 +97,27 @@ class Turns:
     leaves hands its turn to the first still waiting, so no one who comes later passes them.
 
     Taking a free turn is `turns.free -= 1` after checking `turns.free`: no call, no future. Only a wait
-    creates one.
+    creates one. A wait's bound is kept with it, and one timer per semaphore, set for the earliest bound,
+    fails the waits past theirs when it fires and is set again for the next: no timer per wait (creating,
+    scheduling and cancelling one cost a third of a wait's own work; `asyncio.timeout` ten calls more again).
     """
 
-    __slots__ = ("free", "waiting")
+    __slots__ = ("_due", "_timer", "free", "waiting")
 
     def __init__(self, free: int) -> None:
         self.free = free
-        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.waiting: collections.deque[tuple[asyncio.Future[None], float]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = math.inf  # when the timer fires (inf: no timer)
 
     async def wait(self, seconds: float | None) -> None:
-        """Wait for a turn handed on (only when none is free), at most `seconds`: TimeoutError past them.
-
-        The wait's end is one timer that fails the turn's future, not `asyncio.timeout` (which re-schedules,
-        cancels and un-cancels the task: about ten calls more, on every wait of a busy pool).
-        """
+        """Wait for a turn handed on (only when none is free), at most `seconds`: TimeoutError past them."""
         loop = asyncio.get_running_loop()
         turn = loop.create_future()
-        self.waiting.append(turn)
-        timer = loop.call_later(seconds, _expire, turn) if seconds is not None else None
+        due = math.inf if seconds is None else loop.time() + seconds
+        self.waiting.append((turn, due))
+        if due < self._due:
+            self._set_timer(loop, due)
         try:
             await turn
         except BaseException:
@@ -122,9 +125,6 @@ class Turns:
                 self.release()  # handed the turn as the wait ended (cancelled): pass it on
             # Otherwise the turn is over where it waits (cancelled or expired), and release() skips it.
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
 
     async def take(self, seconds: float | None = None) -> None:
         if self.free:
@@ -135,16 +135,31 @@ class Turns:
     def release(self) -> None:
         waiting = self.waiting
         while waiting:
-            turn = waiting.popleft()
+            turn = waiting.popleft()[0]
             if not turn.done():
                 turn.set_result(None)
                 return
         self.free += 1
 
+    def _set_timer(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._due = due
+        self._timer = loop.call_at(due, self._expire, loop)
 
-def _expire(turn: "asyncio.Future[None]") -> None:
-    if not turn.done():
-        turn.set_exception(TimeoutError())
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the waits past their bound; set the timer for the earliest bound left, if any."""
+        self._timer, self._due = None, math.inf
+        now, following = loop.time(), math.inf
+        for turn, due in self.waiting:
+            if turn.done():
+                continue
+            if due <= now:
+                turn.set_exception(TimeoutError())
+            elif due < following:
+                following = due
+        if following < math.inf:
+            self._set_timer(loop, following)
 
 
 class Database:
