@@ -1,12 +1,12 @@
 """CPU instructions the service executes per request, counted by valgrind: a cost that no neighbour moves.
 
-    python bench/instructions.py [CHECKOUT[,NAME=VALUE...] ...] [--seconds 20]
+    python bench/instructions.py [CHECKOUT[,NAME=VALUE...] ...] [--seconds 20] [--connections 4]
 
 Each CHECKOUT (default: this one; another working tree of this repository with its own `.venv`, and
 optionally settings for its service, e.g. `.,ORDERS_METRICS=false`) serves on its own database of one
 PostgreSQL under valgrind's callgrind, its instrumentation off until the load starts. After a warm-up, for
 each scenario (get, the first list page, create, confirm, close) the counters are zeroed, wrk sends requests
-over 4 connections for --seconds, and the instructions executed by the service meanwhile (every thread of
+over --connections (4) for --seconds, and the instructions executed by the service meanwhile (every thread of
 it; PostgreSQL and wrk are not counted) are divided by the requests answered. What the service executes
 while idle for as long (timers, the log's flusher) is measured first and taken off. Under valgrind the
 service runs some 50 times slower, so a few hundred requests per scenario is what a run counts; the figures
@@ -32,7 +32,7 @@ from service import fresh_database
 
 from servers import create_database
 
-CONNECTIONS = 4
+CONNECTIONS = 4  # the default; at 32, every request of a service slowed down 50 times waits its turn
 SEEDED = 30_000  # orders per walk: more than a run under valgrind answers
 
 
@@ -56,8 +56,10 @@ def start_counting(pid: int) -> None:
     subprocess.run(["callgrind_control", "--instr=on", str(pid)], capture_output=True, check=True)
 
 
-def wrk_requests(wrk: str, base: str, script: str, args: list[str], seconds: int) -> int:
-    command = [wrk, "-t1", "-c", str(CONNECTIONS), "-d", f"{seconds}s", "--timeout", "30s"]
+def wrk_requests(
+    wrk: str, base: str, script: str, args: list[str], seconds: int, connections: int = CONNECTIONS
+) -> int:
+    command = [wrk, "-t1", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s"]
     out = subprocess.run(
         [*command, "-s", str(BENCH / script), base, "--", *args], capture_output=True, text=True, check=True
     ).stdout
@@ -68,7 +70,7 @@ def wrk_requests(wrk: str, base: str, script: str, args: list[str], seconds: int
     return int(data["requests"])
 
 
-def measure(wrk: str, side: Side, work: Path, seconds: int) -> dict[str, float]:
+def measure(wrk: str, side: Side, work: Path, seconds: int, connections: int) -> dict[str, float]:
     out = work / f"callgrind-{side.name}"
     wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}.%p"]
     with serving(side, work / f"{side.name}.log", wrapper, ready_seconds=600):
@@ -85,8 +87,9 @@ def measure(wrk: str, side: Side, work: Path, seconds: int) -> dict[str, float]:
             conn.execute("VACUUM ANALYZE")
         walk = {key: [f"{work}/{side.name}-{key}-", f"in-{key}-"] for key in ("get", "confirm", "close")}
         run = uuid.uuid4().hex[:8]
-        wrk_requests(wrk, base, "get.lua", walk["get"], 3)  # warm-up: connections open, statements prepared
-        wrk_requests(wrk, base, "create.lua", [f"{run}-warm", "in-warm-"], 3)
+        # Warm-up: the pool's connections open, statements prepared.
+        wrk_requests(wrk, base, "get.lua", walk["get"], 3, connections)
+        wrk_requests(wrk, base, "create.lua", [f"{run}-warm", "in-warm-"], 3, connections)
         start_counting(pid)
         time.sleep(seconds)
         idle = counted(pid, out, "idle") / seconds
@@ -101,7 +104,7 @@ def measure(wrk: str, side: Side, work: Path, seconds: int) -> dict[str, float]:
         for key, (script, args) in scenarios.items():
             start_counting(pid)
             started = time.monotonic()
-            requests = wrk_requests(wrk, base, script, args, seconds)
+            requests = wrk_requests(wrk, base, script, args, seconds, connections)
             instructions = counted(pid, out, key) - idle * (time.monotonic() - started)
             figures[key] = instructions / requests
             print(f"instructions: {side.name} {key}: {requests} requests", file=sys.stderr)
@@ -114,6 +117,7 @@ def main() -> None:
     )
     parser.add_argument("checkouts", nargs="*", default=["."], help="CHECKOUT[,NAME=VALUE...]")
     parser.add_argument("--seconds", type=int, default=20, help="per scenario and checkout")
+    parser.add_argument("--connections", type=int, default=CONNECTIONS, help="wrk's, per scenario")
     options = parser.parse_args()
     wrk = find_wrk()
     sides = []
@@ -127,9 +131,10 @@ def main() -> None:
     with fresh_database() as server, tempfile.TemporaryDirectory(prefix="orders-instructions-") as tmp:
         for spec, side in sides:
             side.dsn = create_database(server, f"orders_instructions_{side.name}")
-            results[spec] = measure(wrk, side, Path(tmp), options.seconds)
+            results[spec] = measure(wrk, side, Path(tmp), options.seconds, options.connections)
     first = results[options.checkouts[0]]
-    print(f"\nInstructions per request, thousands ({CONNECTIONS} connections, {options.seconds} s each);")
+    seconds, connections = options.seconds, options.connections
+    print(f"\nInstructions per request, thousands ({connections} connections, {seconds} s each);")
     print("in brackets, against the first column.\n")
     print("| Scenario | " + " | ".join(f"`{spec}`" for spec in results) + " |")
     print("|---|" + "--:|" * len(results))
