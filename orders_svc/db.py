@@ -30,11 +30,12 @@ __all__ = [
     "translated",
 ]
 
-# Set per request by the HTTP layer: whether the request's client has gone away (serving.py), and what row or
-# key a write contends on, if anything (middleware.py). Unset outside requests (relay, jobs, tests).
+# Set per request by the HTTP layer: whether the request's client has gone away (serving.py), and whether the
+# request is a write (not GET or HEAD) and what row or key it contends on, if anything (middleware.py). Unset
+# outside requests (relay, jobs, tests).
 client_gone: ContextVar[Callable[[], bool] | None] = ContextVar("client_gone", default=None)
+writing: ContextVar[bool] = ContextVar("writing", default=False)
 contended: ContextVar[Hashable | None] = ContextVar("contended", default=None)
-writing: ContextVar[bool] = ContextVar("writing", default=False)  # the request is a write (not GET or HEAD)
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.decode

@@ -29,9 +29,10 @@ class RequestContext:
     into clean 500s.
 
     A client that goes away before its answer is not an error of the service: its request ends quietly,
-    logged once, with status 499. A write names what it contends on (see `contention`) for the database
-    layer to queue it behind others on the same row or key. Each request is measured (metrics, under its
-    route template), traced when tracing is configured, and given its tenant's RateLimit fields.
+    logged once, with status 499. A write says so, for the database layer to give it a writer's turn, and
+    names what it contends on (see `contention`), to queue it behind others on the same row or key. Each
+    request is measured (metrics, under its route template), traced when tracing is configured, and given its
+    tenant's RateLimit fields.
     """
 
     def __init__(self, app: ASGIApp) -> None:
