@@ -160,6 +160,7 @@ MIGRATIONS = [
     "0010_outbox_traceparent",
     "0011_orders_hot_status",
     "0012_payments_hot_status",
+    "0013_outbox_notify_plan",
 ]
 
 

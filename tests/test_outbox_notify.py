@@ -108,3 +108,31 @@ async def test_the_pending_check_reads_the_front_of_an_index_however_long_the_ba
     assert "outbox_pending_idx" in plan, plan
     assert "Sort" not in plan, plan
     assert "Bitmap" not in plan, plan
+
+
+async def test_the_trigger_reads_one_index_entry_even_when_planned_while_the_outbox_was_empty(
+    fresh_database_url,
+):
+    # A session plans the trigger's check on its first event and keeps that plan until the statistics of
+    # outbox change. Planned just after an ANALYZE of an empty outbox (a fresh deployment, a purge, a drained
+    # relay), the check must still read the front of the index once a backlog has grown behind the statistics,
+    # not the whole outbox on every event written.
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        await conn.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")  # no ANALYZE mid-test
+        await conn.execute("VACUUM ANALYZE outbox")
+        await _insert_event(conn)  # the session plans the check here, for an outbox of (about) no rows
+        await conn.execute(
+            "INSERT INTO outbox (id, event_type, order_id, order_version, tenant_id, payload) "
+            "SELECT gen_random_uuid(), 'orders.closed', gen_random_uuid(), 3, 't', '{}' "
+            "FROM generate_series(1, 5000)"
+        )
+        async with conn.transaction():
+            await _insert_event(conn)
+            read = await conn.fetchrow(
+                "SELECT seq_tup_read, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'outbox'"
+            )
+    finally:
+        await conn.close()
+    assert read["seq_tup_read"] == 0, dict(read)
+    assert read["idx_scan"] >= 1, dict(read)
