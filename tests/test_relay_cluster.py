@@ -121,11 +121,18 @@ class SteadyCloses:
 
 
 async def _stream_exists(url: str) -> bool:
+    """Whether the stream exists yet; False also while JetStream does not answer (a cluster just started, or
+    just back from a previous test's kills, is still electing its leaders)."""
     client = await nats.connect(url.split(","))
     try:
         await client.jetstream(timeout=2).stream_info(STREAM)
         return True
-    except nats.js.errors.NotFoundError:
+    except (
+        nats.js.errors.NotFoundError,
+        nats.js.errors.ServiceUnavailableError,
+        nats.errors.NoRespondersError,
+        nats.errors.TimeoutError,
+    ):
         return False
     finally:
         await client.close()
