@@ -9,7 +9,7 @@ import signal
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -57,6 +57,17 @@ async def _app_with_order(
         yield http, db, tenant, await _created(http, tenant)
 
 
+def _confirm(
+    http: httpx.AsyncClient, tenant: str, order_id: str, total: int = 5
+) -> Awaitable[httpx.Response]:
+    """PATCH /orders/{id}/confirm of version 1 with this total: await it, or hand it to a task."""
+    return http.patch(
+        f"/orders/{order_id}/confirm",
+        headers={"X-Tenant-Id": tenant, "If-Match": '"1"'},
+        json={"totalCents": total},
+    )
+
+
 async def _lock_waiters(observer: asyncpg.Connection) -> int:
     return int(await observer.fetchval(LOCK_WAITERS))
 
@@ -75,13 +86,7 @@ async def test_past_the_pool_timeout_a_request_gets_503_pool_exhausted_with_retr
     ) as (http, db, tenant, order_id):
         async with db.acquire() as holder, db.acquire() as observer, holder.transaction():
             await holder.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", uuid.UUID(order_id))
-            confirm = asyncio.create_task(
-                http.patch(
-                    f"/orders/{order_id}/confirm",
-                    headers={"X-Tenant-Id": tenant, "If-Match": '"1"'},
-                    json={"totalCents": 5},
-                )
-            )
+            confirm = asyncio.create_task(_confirm(http, tenant, order_id))
             await _until(lambda: _has_waiters(observer, 1))
             async with asyncio.timeout(GIVE_UP):
                 response = await http.get("/orders", headers={"X-Tenant-Id": tenant})
@@ -102,17 +107,11 @@ async def test_writes_queued_on_a_hot_row_hold_one_connection_and_other_requests
         fresh_database_url, pool_min=1, pool_max=3, pool_timeout_ms=60_000, idempotency_wait_ms=60_000
     ) as (http, db, tenant, hot):
         other = await _created(http, tenant)
-        headers = {"X-Tenant-Id": tenant, "If-Match": '"1"'}
         async with db.acquire() as holder, db.acquire() as observer:
             transaction = holder.transaction()
             await transaction.start()
             await holder.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", uuid.UUID(hot))
-            confirms = [
-                asyncio.create_task(
-                    http.patch(f"/orders/{hot}/confirm", headers=headers, json={"totalCents": n})
-                )
-                for n in range(12)
-            ]
+            confirms = [asyncio.create_task(_confirm(http, tenant, hot, n)) for n in range(12)]
             await _until(lambda: _has_waiters(observer, 1))
             for _ in range(20):  # let every confirm get as far as it would
                 await asyncio.sleep(0.01)
@@ -140,19 +139,13 @@ async def test_writes_past_pool_writers_wait_in_the_service_and_reads_use_the_re
     ) as (http, db, tenant, first):
         orders = [first] + [await _created(http, tenant) for _ in range(3)]
         headers = {"X-Tenant-Id": tenant}
-        confirming = {**headers, "If-Match": '"1"'}
         async with db.acquire() as holder, db.acquire() as observer:
             transaction = holder.transaction()
             await transaction.start()
             await holder.execute(
                 "SELECT 1 FROM orders WHERE id = ANY ($1::uuid[]) FOR UPDATE", [uuid.UUID(o) for o in orders]
             )
-            confirms = [
-                asyncio.create_task(
-                    http.patch(f"/orders/{o}/confirm", headers=confirming, json={"totalCents": 5})
-                )
-                for o in orders
-            ]
+            confirms = [asyncio.create_task(_confirm(http, tenant, o)) for o in orders]
             await _until(lambda: _has_waiters(observer, 2))
             for _ in range(20):  # let every confirm get as far as it would
                 await asyncio.sleep(0.01)
@@ -180,22 +173,16 @@ async def test_a_write_waiting_past_the_pool_timeout_for_a_writers_turn_gets_503
     ) as (http, db, tenant, hot):
         other = await _created(http, tenant)
         headers = {"X-Tenant-Id": tenant}
-        confirming = {**headers, "If-Match": '"1"'}
         async with db.acquire() as holder, db.acquire() as observer, holder.transaction():
             await holder.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", uuid.UUID(hot))
-            waiting = asyncio.create_task(
-                http.patch(f"/orders/{hot}/confirm", headers=confirming, json={"totalCents": 5})
-            )
+            waiting = asyncio.create_task(_confirm(http, tenant, hot))
             await _until(lambda: _has_waiters(observer, 1))
             async with asyncio.timeout(GIVE_UP):
-                refused = await http.patch(
-                    f"/orders/{other}/confirm", headers=confirming, json={"totalCents": 5}
-                )
+                refused = await _confirm(http, tenant, other)
                 read = await http.get(f"/orders/{other}", headers=headers)
             assert_error(refused, 503, "service_unavailable", "pool_exhausted")
-            assert (
-                read.status_code == 200 and read.json()["status"] == "draft"
-            )  # the refused write wrote nothing
+            # The refused write wrote nothing.
+            assert read.status_code == 200 and read.json()["status"] == "draft"
             assert not waiting.done()
         assert (await waiting).status_code == 200
 
