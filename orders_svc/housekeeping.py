@@ -11,7 +11,7 @@ from typing import NamedTuple
 from . import states
 from .db import Connection, Database, create_pool
 from .queries import idempotency, outbox, payments, stock
-from .queries.orders import Target, transition_order
+from .queries.orders import Target, cancel_order
 from .settings import Settings
 
 log = logging.getLogger("orders_svc.housekeeping")
@@ -48,7 +48,7 @@ async def purge(pool: Database, settings: Settings) -> Purged:
 
 async def expire_reservations(pool: Database, batch: int) -> int:
     """Cancel the orders whose reservation ran out (still draft or confirmed), `batch` at a time, each as a
-    client's cancel is: transition_order in its own transaction, with its stock back and its orders.cancelled
+    client's cancel is: cancel_order in its own transaction, with its stock back and its orders.cancelled
     event (reason reservation_expired). Several processes can run this at once: an order another one cancelled
     first no longer matches the cancel's guard, and is counted by that one."""
     total = 0
@@ -58,9 +58,9 @@ async def expire_reservations(pool: Database, batch: int) -> int:
             due = await stock.select_due_reservations(conn, batch, now)
             for tenant, order_id in due:
                 target = Target(tenant, order_id, None)
-                cancelled = await transition_order(
-                    conn, target, states.CANCEL, uuid.uuid4(), now, states.RESERVATION_EXPIRED
-                )
+                async with conn.transaction():
+                    reason = states.RESERVATION_EXPIRED
+                    cancelled = await cancel_order(conn, target, uuid.uuid4(), now, reason)
                 total += cancelled is not None
         if len(due) < batch:
             return total

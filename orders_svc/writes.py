@@ -5,7 +5,8 @@ or not at all, so a refused or failed write leaves the key unused; a retry with 
 claim leaves an existing key untouched) and gets the stored response; a key found expired is removed and
 claimed again in the same transaction. Waits behind a concurrent holder of the key or row are bounded by the
 session's lock_timeout (409 request_in_progress past it). Without a key the change runs alone: one guarded
-statement in autocommit (what it reads after a miss, to say why, reads a newer snapshot).
+statement in autocommit (what it reads after a miss, to say why, reads a newer snapshot), or a transaction
+when it writes with more than one.
 """
 
 from collections.abc import Awaitable, Callable
@@ -49,11 +50,13 @@ async def perform(
     change: Change | None = None,
     *,
     fused: FusedChange | None = None,
+    atomic: bool = False,
 ) -> Reply:
-    """Run `change` once for this request, however often the client sends it with the same key."""
+    """Run `change` once for this request, however often the client sends it with the same key. A change of
+    more than one statement is `atomic`: it runs in a transaction also without a key."""
     if idem is None:
         assert change is not None, "a write that can run without a key needs a change of its own"
-        async with connection(pool) as conn:
+        async with transaction(pool) if atomic else connection(pool) as conn:
             return await change(conn)
     # The fused change is one statement: autocommit is its transaction.
     async with connection(pool) if fused is not None else transaction(pool) as conn:

@@ -114,10 +114,9 @@ RETURNING id, tenant_id, status, version, total_cents, created_at, updated_at, r
 -- Order $2 of tenant $1, at a version in $3 (NULL = any), from a status in $4 to status $5 at $7, plus its outbox
 -- event $6 `orders.<new status>`, atomically: close and cancel. The guard's statuses are the transition's
 -- sources in states.py, passed by every caller; the payload is the one its event type has (the contract's
--- "Events"), $8 being a cancellation's reason (NULL when none was given). A cancelled order with lines gives
--- their stock back in the same statement (products locked in id order, after the order's row). Every
--- cancellation is this statement: a client's, a failed payment's (after settle_payment, in its transaction)
--- and housekeeping's when a reservation runs out.
+-- "Events"), $8 being a cancellation's reason (NULL when none was given). A cancelled order with lines then
+-- gives their stock back in the same transaction (sql/stock.sql's give_stock_back, after this statement locked
+-- the order's row): every cancellation is queries.orders.cancel_order.
 WITH moved AS (
     UPDATE orders
     SET status = $5, version = version + 1, updated_at = greatest($7, updated_at)
@@ -132,22 +131,6 @@ WITH moved AS (
             WHEN 'cancelled' THEN jsonb_build_object('reason', $8::text, 'cancelledAt', rfc3339(updated_at))
         END
     FROM moved
-), returned AS (
-    SELECT i.product_id, sum(i.quantity) AS quantity
-    FROM order_items AS i JOIN moved AS m ON i.order_id = m.id
-    WHERE i.tenant_id = $1 AND m.status = 'cancelled' AND m.reserved_until IS NOT NULL
-    GROUP BY i.product_id
-), locked AS (
-    SELECT id
-    FROM products
-    WHERE tenant_id = $1 AND id IN (SELECT product_id FROM returned)
-    ORDER BY id
-    FOR NO KEY UPDATE
-), restocked AS (
-    UPDATE products AS p
-    SET stock = p.stock + r.quantity, version = p.version + 1, updated_at = greatest($7, p.updated_at)
-    FROM returned AS r JOIN locked AS l ON l.id = r.product_id
-    WHERE p.tenant_id = $1 AND p.id = ANY (ARRAY(SELECT id FROM locked)) AND p.id = l.id
 )
 SELECT * FROM moved;
 

@@ -4,11 +4,13 @@ import json
 import uuid
 from datetime import datetime, timedelta
 
+import asyncpg
 import pytest
 from catalogue import add_product, lines, order_with, stock_of
 
+from conftest import test_settings as settings_for
 from helpers import cancel, close, confirm, create, tenant_headers
-from support import assert_error, count_keys, count_orders, order_row, outbox_rows
+from support import app_client, assert_error, count_keys, count_orders, order_row, outbox_rows
 
 
 def parse(ts: str) -> datetime:
@@ -197,6 +199,31 @@ async def test_cancel_gives_the_stock_back_with_the_state_change_and_the_event(c
     assert json.loads(event["payload"])["reason"] == "changed mind"
     assert_error(await cancel(client, tenant, order["id"]), 409, "conflict", reason="invalid_transition")
     assert (await stock_of(db, a), await stock_of(db, b)) == (5, 5)
+
+
+@pytest.mark.parametrize("key", [None, "k"], ids=["without a key", "with a key"])
+async def test_a_cancel_that_fails_giving_the_stock_back_changes_nothing(fresh_database_url, key):
+    """The order's change, its event and the stock back commit together, also without an Idempotency-Key."""
+    tenant = "t-refused"
+    async with (
+        app_client(settings_for(fresh_database_url)) as http,
+        asyncpg.create_pool(fresh_database_url, min_size=1, max_size=2) as db,
+    ):
+        a, b = await add_product(db, tenant, stock=5), await add_product(db, tenant, stock=5)
+        order = (await order_with(http, tenant, lines((a, 2), (b, 1)))).json()
+        await db.execute("ALTER TABLE products ADD CONSTRAINT refuse CHECK (stock <> 5)")
+        headers = {"Idempotency-Key": key} if key else {}
+        failed = await cancel(http, tenant, order["id"], {"reason": "changed mind"}, **headers)
+        assert failed.status_code == 500 and failed.json()["code"] == "internal_error"
+        row = await order_row(db, order["id"])
+        assert row is not None and (row["status"], row["version"]) == ("draft", 1)
+        assert await outbox_rows(db, order["id"]) == []
+        assert (await stock_of(db, a), await stock_of(db, b)) == (3, 4)
+        await db.execute("ALTER TABLE products DROP CONSTRAINT refuse")
+        retried = await cancel(http, tenant, order["id"], {"reason": "changed mind"}, **headers)
+        assert retried.status_code == 200 and retried.json()["status"] == "cancelled"
+        assert (await stock_of(db, a), await stock_of(db, b)) == (5, 5)
+        assert len(await outbox_rows(db, order["id"])) == 1
 
 
 async def test_closing_an_order_with_items_keeps_its_stock_taken(client, tenant, db):

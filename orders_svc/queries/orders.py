@@ -4,9 +4,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from .. import states
 from ..db import Connection
 from ..states import Transition
-from . import statement
+from . import statement, stock
 
 CREATE_ORDER = statement("create_order")
 SELECT_LINES = statement("select_lines")
@@ -153,12 +154,27 @@ async def transition_order(
     at: datetime,
     reason: str | None = None,
 ) -> OrderRow | None:
-    """`transition` (close or cancel: a transition with an event) of the target order, with its event."""
+    """`transition` (a transition with an event) of the target order, with its event. A cancel is
+    `cancel_order`."""
     return _order(
         await conn.fetchrow(
             TRANSITION_ORDER, *target, list(transition.sources), transition.target, event_id, at, reason
         )
     )
+
+
+async def cancel_order(
+    conn: Connection, target: Target, event_id: uuid.UUID, at: datetime, reason: str | None = None
+) -> OrderRow | None:
+    """Every cancellation (a client's, a failed payment's, a reservation's end): the order's transition with
+    its orders.cancelled event and then, for an order with lines, their stock back, in the caller's
+    transaction. Two statements, so that close's does not carry the stock's part (it cost close a fifth of
+    its database time)."""
+    assert conn.is_in_transaction(), "a cancellation and its stock back commit together"
+    row = await transition_order(conn, target, states.CANCEL, event_id, at, reason)
+    if row is not None and row.reserved_until is not None:
+        await stock.give_stock_back(conn, target.tenant_id, target.order_id, at)
+    return row
 
 
 async def list_orders(

@@ -1,5 +1,5 @@
-"""sql/stock.sql: the reservations that ran out (stock is taken in sql/orders.sql's create, and given back by
-its transition_order)."""
+"""sql/stock.sql: the reservations that ran out, and a cancelled order's stock given back (stock is taken in
+sql/orders.sql's create)."""
 
 import uuid
 from datetime import datetime
@@ -8,8 +8,14 @@ from ..db import Connection
 from . import statement
 
 SELECT_DUE_RESERVATIONS = statement("select_due_reservations")
+GIVE_STOCK_BACK = statement("give_stock_back")
 
 
 async def select_due_reservations(conn: Connection, limit: int, now: datetime) -> list[tuple[str, uuid.UUID]]:
     """Up to `limit` orders whose reservation ended, oldest first: (tenant, order id)."""
     return [(row[0], row[1]) for row in await conn.fetch(SELECT_DUE_RESERVATIONS, limit, now)]
+
+
+async def give_stock_back(conn: Connection, tenant_id: str, order_id: uuid.UUID, at: datetime) -> None:
+    """The stock of a just-cancelled order's lines back to their products (queries.orders.cancel_order)."""
+    await conn.execute(GIVE_STOCK_BACK, tenant_id, order_id, at)

@@ -226,14 +226,13 @@ async def close_order(pool: Pool, target: Target, idem: Idempotency | None) -> R
 
 async def cancel_order(pool: Pool, target: Target, reason: str | None, idem: Idempotency | None) -> Reply:
     """draft | confirmed -> cancelled plus its orders.cancelled event, and its items' stock back: one
-    statement."""
+    transaction."""
 
     async def cancel(conn: Connection) -> Reply:
-        at = datetime.now(UTC)
-        row = await queries.transition_order(conn, target, states.CANCEL, uuid.uuid4(), at, reason)
+        row = await queries.cancel_order(conn, target, uuid.uuid4(), datetime.now(UTC), reason)
         return await _transitioned(conn, row, target, states.CANCEL)
 
-    return await perform(pool, target.tenant_id, idem, cancel)
+    return await perform(pool, target.tenant_id, idem, cancel, atomic=True)
 
 
 async def _transitioned(

@@ -103,7 +103,7 @@ async def settle_payment(pool: Pool, delivery_id: str, event: PaymentWebhook) ->
 
     A settlement of a pending payment is one statement (settle_payment: claim, settle, the paid order and its
     event, the stored answer); a success runs it alone in autocommit, a failure in a transaction with its
-    order's cancellation (transition_order: state, event, stock back, as every cancellation). Anything else
+    order's cancellation (cancel_order: state, event, stock back, as every cancellation). Anything else
     (a retry, a refusal, a settlement made already) writes nothing there and is answered from what is stored.
     Measured against the transaction it replaced (BEGIN, claim and lock, settle, COMMIT: four round trips, the
     rows locked across them; 55911db) with 32 asyncpg clients in SQL alone: 2,130 against 1,080 successes/s,
@@ -126,8 +126,8 @@ async def settle_payment(pool: Pool, delivery_id: str, event: PaymentWebhook) ->
             metrics.transition(states.PAY)
         if settled.cancel:  # the compensation: the order's cancellation, its event and its stock back
             target = Target(settled.tenant_id, settled.order_id, None)
-            cancelled = await orders.transition_order(
-                conn, target, states.CANCEL, uuid.uuid4(), settlement.at, states.PAYMENT_FAILED
+            cancelled = await orders.cancel_order(
+                conn, target, uuid.uuid4(), settlement.at, states.PAYMENT_FAILED
             )
             if cancelled is not None:
                 metrics.transition(states.CANCEL)
