@@ -14,7 +14,8 @@ LIMIT $1;
 -- name: give_stock_back
 -- The stock of the lines of order $2 of tenant $1, just cancelled by transition_order in this transaction (which
 -- holds the order's row), back to their products at $3: the products locked in id order first, then each
--- updated once by its primary key.
+-- updated once by its primary key. An order names a product on one line only (order_items_product_once_key),
+-- so each product's row in `returned` is its whole quantity.
 WITH returned AS (
     SELECT product_id, quantity
     FROM order_items
