@@ -9,10 +9,10 @@ with the same seeded orders. Each round loads every scenario on one service and 
 first alternates between rounds), with wrk for a few seconds at the same concurrency, and samples the CPU time
 of each service and of its database's PostgreSQL backends. A load on the machine that drifts over the run
 falls on both sides of each pair, so the table gives, per scenario, the median over the rounds of this tree's
-figure divided by the other's (requests/s; CPU µs per request of the service, and of its PostgreSQL backends),
-with the range of those ratios. Scenarios: create (a fresh Idempotency-Key per request), confirm and close
-(each over pre-created orders of its own per round), get, the first page of a list, orders with 3 items over
-100 products per tenant, and orders of one item of the one product every connection buys.
+figure divided by the other's (requests/s; CPU µs per request of the service, and of its PostgreSQL backends;
+the p99 latency), with the range of those ratios. Scenarios: create (a fresh Idempotency-Key per request),
+confirm and close (each over pre-created orders of its own per round), get, the first page of a list, orders
+with 3 items over 100 products per tenant, and orders of one item of the one product every connection buys.
 """
 
 import argparse
@@ -45,7 +45,8 @@ THREADS = 2
 LIST_ORDERS = 5_000  # orders of the listed tenant
 
 
-Figures = tuple[float, float, float]  # requests/s, service CPU µs per request, PostgreSQL CPU µs per request
+# requests/s, service CPU µs per request, PostgreSQL CPU µs per request, p99 latency ms
+Figures = tuple[float, float, float, float]
 
 
 @dataclass
@@ -136,6 +137,7 @@ def load(wrk: str, side: Side, script: str, args: list[str], options: argparse.N
         requests / (data["duration_us"] / 1e6),
         spent(before[0], after[0]) * 1e6 / requests,
         spent(before[1], after[1]) * 1e6 / requests,
+        data["p99_us"] / 1000,
     )
 
 
@@ -240,18 +242,22 @@ def report(this: Side, other: Side, keys: list[str], options: argparse.Namespace
     )
     print(
         "| Scenario | req/s this | req/s other | ratio (range) | svc µs/req this / other | ratio (range) "
-        "| PG µs/req this / other | ratio (range) |"
+        "| PG µs/req this / other | ratio (range) | p99 ms this / other | ratio (range) |"
     )
-    print("|---|--:|--:|--:|--:|--:|--:|--:|")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for key in keys:
         mine, theirs = this.figures[key], other.figures[key]
         cells = [key]
-        for column in range(3):
+        for column in range(4):
             ratios = [m[column] / t[column] for m, t in zip(mine, theirs, strict=True)]
             a = statistics.median(m[column] for m in mine)
             b = statistics.median(t[column] for t in theirs)
             ratio = f"{statistics.median(ratios):.3f} ({min(ratios):.2f}–{max(ratios):.2f})"
-            cells += [f"{a:,.0f}", f"{b:,.0f}", ratio] if column == 0 else [f"{a:,.0f} / {b:,.0f}", ratio]
+            if column == 0:
+                cells += [f"{a:,.0f}", f"{b:,.0f}", ratio]
+            else:
+                places = 1 if column == 3 else 0
+                cells += [f"{a:,.{places}f} / {b:,.{places}f}", ratio]
         print("| " + " | ".join(cells) + " |")
 
 

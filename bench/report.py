@@ -116,6 +116,7 @@ class Report:
         o, m = self.options, self.machine
         pool = o.pool_max if o.pool_max is not None else "default"
         writers = os.environ.get("ORDERS_POOL_WRITERS") or "default"  # the service inherits the environment
+        stock_writers = os.environ.get("ORDERS_POOL_STOCK_WRITERS") or "default"
         log_level = o.log_level or "default (INFO, JSON line per request)"
         return [
             f"### orders-svc benchmark — {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
@@ -128,7 +129,8 @@ class Report:
             "",
             f"Run: {o.connections} connections, {o.threads} wrk/pgbench threads, {o.duration:g} s per "
             f"scenario, {o.workers} service worker(s), ORDERS_POOL_MAX {pool}, "
-            f"ORDERS_POOL_WRITERS {writers}, log level {log_level}. "
+            f"ORDERS_POOL_WRITERS {writers}, ORDERS_POOL_STOCK_WRITERS {stock_writers}, "
+            f"log level {log_level}. "
             f"Service, PostgreSQL and the load generator share the same {os.cpu_count()} CPUs.",
             "",
         ]

@@ -194,6 +194,13 @@ class Settings:
         10,
         "Most writes per worker in PostgreSQL at once (at most ORDERS_POOL_MAX); more wait in arrival order",
     )
+    pool_stock_writers: int = env(
+        "ORDERS_POOL_STOCK_WRITERS",
+        between(1, 1000),
+        4,
+        "Most creates of orders with items per worker taking stock at once (at most ORDERS_POOL_WRITERS); "
+        "more wait in arrival order",
+    )
     statement_timeout_ms: int = env(
         "ORDERS_STATEMENT_TIMEOUT_MS",
         between(0, 3_600_000),

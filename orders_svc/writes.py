@@ -51,15 +51,17 @@ async def perform(
     *,
     fused: FusedChange | None = None,
     atomic: bool = False,
+    stock: bool = False,
 ) -> Reply:
     """Run `change` once for this request, however often the client sends it with the same key. A change of
-    more than one statement is `atomic`: it runs in a transaction also without a key."""
+    more than one statement is `atomic`: it runs in a transaction also without a key. A fused change that
+    takes stock says so (`stock`): it waits for a stock turn (see db.Database)."""
     if idem is None:
         assert change is not None, "a write that can run without a key needs a change of its own"
         async with transaction(pool) if atomic else connection(pool) as conn:
             return await change(conn)
     # The fused change is one statement: autocommit is its transaction.
-    async with connection(pool) if fused is not None else transaction(pool) as conn:
+    async with connection(pool, stock=stock) if fused is not None else transaction(pool) as conn:
         for _ in range(_CLAIMS):
             if fused is not None:
                 reply = await fused(conn, idem)

@@ -51,7 +51,7 @@ async def change_stock(
     return await client.post(f"/products/{pid}/stock", headers=headers, json={"delta": delta})
 
 
-async def product_row(db: asyncpg.Pool, pid: str) -> asyncpg.Record | None:
+async def product_row(db: asyncpg.Pool | asyncpg.Connection, pid: str) -> asyncpg.Record | None:
     return await db.fetchrow("SELECT * FROM products WHERE id = $1", uuid.UUID(pid))
 
 

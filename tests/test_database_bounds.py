@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import psutil
 import pytest
+from product_helpers import product_id, product_row
 from test_serving import LOCK_WAITERS, _connect, _poll, confirm_on_a_locked_row
 
 from orders_svc import migrate
@@ -25,7 +26,7 @@ from orders_svc.errors import ApiError
 
 from conftest import test_settings as settings_for
 from servers import create_database
-from support import app_client, assert_error
+from support import app_client, assert_error, count_keys, count_orders
 
 ACTIVE_HERE = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND datname = current_database()"
 # Far above any bound the settings below give: reaching it means a wait was not bounded.
@@ -185,6 +186,74 @@ async def test_a_write_waiting_past_the_pool_timeout_for_a_writers_turn_gets_503
             assert read.status_code == 200 and read.json()["status"] == "draft"
             assert not waiting.done()
         assert (await waiting).status_code == 200
+
+
+def _order_of(http: httpx.AsyncClient, tenant: str, product: str) -> Awaitable[httpx.Response]:
+    """POST /orders of one unit of `product` under a new key: await it, or hand it to a task."""
+    headers = {"X-Tenant-Id": tenant, "Idempotency-Key": uuid.uuid4().hex}
+    return http.post("/orders", headers=headers, json={"items": [{"productId": product, "quantity": 1}]})
+
+
+async def test_creates_that_take_stock_past_their_turns_wait_in_the_service_and_other_writes_pass(
+    fresh_database_url,
+):
+    """Three orders of a locked product with ORDERS_POOL_STOCK_WRITERS 1 (of 4 writers): one waits in
+    PostgreSQL, two in the service for a stock turn (with 4 stock turns all three waited in PostgreSQL), and a
+    confirm, a write that takes no stock, passes them."""
+    async with _app_with_order(
+        fresh_database_url,
+        pool_min=1,
+        pool_max=4,
+        pool_writers=4,
+        pool_stock_writers=1,
+        pool_timeout_ms=60_000,
+        idempotency_wait_ms=60_000,
+    ) as (http, db, tenant, order):
+        product = await product_id(http, tenant, stock=10)
+        async with db.acquire() as holder, db.acquire() as observer:
+            transaction = holder.transaction()
+            await transaction.start()
+            await holder.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", uuid.UUID(product))
+            creates = [asyncio.create_task(_order_of(http, tenant, product)) for _ in range(3)]
+            await _until(lambda: _has_waiters(observer, 1))
+            for _ in range(20):  # let every create get as far as it would
+                await asyncio.sleep(0.01)
+            assert await _lock_waiters(observer) == 1
+            async with asyncio.timeout(GIVE_UP):
+                assert (await _confirm(http, tenant, order)).status_code == 200
+            assert not any(create.done() for create in creates)
+            await transaction.rollback()
+        assert [(await create).status_code for create in creates] == [201] * 3
+        assert (await product_row(db, product))["stock"] == 7
+
+
+async def test_a_create_waiting_past_the_pool_timeout_for_a_stock_turn_gets_503_and_takes_nothing(
+    fresh_database_url,
+):
+    """One stock turn, held by an order of a locked product: an order of another product gets 503
+    pool_exhausted after ORDERS_POOL_TIMEOUT_MS, and neither its stock nor its key is taken."""
+    async with _app_with_order(
+        fresh_database_url,
+        pool_min=1,
+        pool_max=4,
+        pool_stock_writers=1,
+        pool_timeout_ms=200,
+        idempotency_wait_ms=60_000,
+    ) as (http, db, tenant, _):
+        locked, other = await product_id(http, tenant, stock=5), await product_id(http, tenant, stock=5)
+        async with db.acquire() as holder, db.acquire() as observer, holder.transaction():
+            await holder.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", uuid.UUID(locked))
+            waiting = asyncio.create_task(_order_of(http, tenant, locked))
+            await _until(lambda: _has_waiters(observer, 1))
+            async with asyncio.timeout(GIVE_UP):
+                response = await _order_of(http, tenant, other)
+            assert_error(response, 503, "service_unavailable", "pool_exhausted")
+            assert response.headers["retry-after"] == "1"
+            assert (await product_row(observer, other))["stock"] == 5
+            assert not waiting.done()
+        assert (await waiting).status_code == 201
+        # The first order's, the products' and the waiting order's keys and orders: none of the refused one.
+        assert (await count_keys(db, tenant), await count_orders(db, tenant)) == (4, 2)
 
 
 async def test_writes_queued_on_one_key_take_turns_in_arrival_order_skipping_those_that_left(

@@ -121,7 +121,9 @@ async def queued(db: asyncpg.Pool, count: int) -> bool:
 
 async def test_buyers_queued_behind_a_create_all_go_through_once_it_commits(database_url, db, tenant):
     product = await add_product(db, tenant, stock=20)
-    async with app_client(settings_for(database_url)) as http:
+    # Stock turns for all eight, so that all of them reach PostgreSQL's queue (with fewer, the rest wait in
+    # the service: test_database_bounds.py).
+    async with app_client(settings_for(database_url, pool_stock_writers=8)) as http:
         blocker = await asyncpg.connect(database_url)
         try:
             tx = await hold_products(blocker, tenant, product)

@@ -14,8 +14,10 @@ def test_defaults_need_no_environment():
     assert settings.auth_mode == "dev"
     assert settings.log_format == "json"
     # Writes beyond ten wait in the service, in arrival order, rather than in PostgreSQL's scheduler and lock
-    # queues; reads, which contend on nothing, may use the whole pool.
+    # queues; reads, which contend on nothing, may use the whole pool. Orders with items, which contend on
+    # their products' rows, take stock four at a time.
     assert (settings.pool_min, settings.pool_max, settings.pool_writers) == (2, 32, 10)
+    assert settings.pool_stock_writers == 4
 
 
 def test_values_are_read_from_the_environment():
@@ -25,6 +27,7 @@ def test_values_are_read_from_the_environment():
             "ORDERS_POOL_MIN": "1",
             "ORDERS_POOL_MAX": "4",
             "ORDERS_POOL_WRITERS": "3",
+            "ORDERS_POOL_STOCK_WRITERS": "2",
             "ORDERS_IDEMPOTENCY_TTL_SECONDS": "60",
             "ORDERS_AUTH_MODE": "jwt",
             "ORDERS_JWT_SECRET": "s3cret",
@@ -33,6 +36,7 @@ def test_values_are_read_from_the_environment():
     )
     assert settings.database_url == "postgresql://u@h/db"
     assert (settings.pool_min, settings.pool_max, settings.pool_writers) == (1, 4, 3)
+    assert settings.pool_stock_writers == 2
     assert settings.idempotency_ttl == timedelta(seconds=60)
     assert settings.jwt_algorithms == ("HS256",)
     assert "s3cret" not in repr(settings)
@@ -44,6 +48,7 @@ def test_values_are_read_from_the_environment():
         ({"ORDERS_POOL_MAX": "many"}, "ORDERS_POOL_MAX='many' is not an integer"),
         ({"ORDERS_POOL_MAX": "0"}, "ORDERS_POOL_MAX=0 is outside"),
         ({"ORDERS_POOL_WRITERS": "0"}, "ORDERS_POOL_WRITERS=0 is outside"),
+        ({"ORDERS_POOL_STOCK_WRITERS": "0"}, "ORDERS_POOL_STOCK_WRITERS=0 is outside"),
         ({"ORDERS_POOL_MIN": "5", "ORDERS_POOL_MAX": "2"}, "exceeds ORDERS_POOL_MAX"),
         ({"ORDERS_AUTH_MODE": "open"}, "ORDERS_AUTH_MODE='open' must be one of dev, jwt"),
         ({"ORDERS_AUTH_MODE": "jwt"}, "needs exactly one of ORDERS_JWT_SECRET"),

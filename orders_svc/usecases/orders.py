@@ -123,7 +123,7 @@ async def create_order_with_items(
             raise
         raise errors.REQUEST_IN_PROGRESS.error()
 
-    return await perform(pool, tenant, idem, fused=create)
+    return await perform(pool, tenant, idem, fused=create, stock=True)
 
 
 _SNAPSHOT_ATTEMPTS = 3
