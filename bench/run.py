@@ -45,6 +45,8 @@ from scenarios import (
     seed_deep_tenant,
     seed_orders,
     seed_products,
+    server_counts,
+    settle,
     vacuum,
     verify_writes,
 )
@@ -72,9 +74,11 @@ class Run:
         return run_wrk(self.wrk, self.sampler, o, key, self.base, script, args, seconds, conns)
 
     def http(self, key: str, script: str, args: list[str]) -> Result:
-        """A row of the HTTP table: wrk with bench/<script> for --duration seconds."""
+        """A row of the HTTP table: wrk with bench/<script> for --duration seconds, after a checkpoint."""
         step(f"wrk: {key}")
+        before = settle(self.dsn)
         self.report.http[key] = result = self.load(key, script, args)
+        self.note_checkpoints(key, before)
         return result
 
     def sql(self, key: str, variables: dict[str, str]) -> Result:
@@ -85,9 +89,20 @@ class Run:
         name = block if list(SQL_BLOCKS.values()).count(block) == 1 else f"{block} ({key})"
         step(f"pgbench: {name}")
         o, script = self.options, pgbench_script(key)
+        before = settle(self.dsn)
         result = run_pgbench(self.pgbench, self.sampler, o, name, script, self.dsn, variables, self.workdir)
+        self.note_checkpoints(name, before)
         self.report.sql[key] = result
         return result
+
+    def note_checkpoints(self, name: str, before: tuple[int, int | None]) -> None:
+        """Say so in the report when a checkpoint ran, or sessions created WAL segments, during a row's load
+        all the same (see settle)."""
+        after = server_counts(self.dsn)
+        if ran := after[0] - before[0]:
+            self.report.checks.append(f"{name}: {ran} checkpoint(s) completed during its load")
+        if before[1] is not None and after[1] is not None and (created := after[1] - before[1]):
+            self.report.checks.append(f"{name}: its sessions created {created} new WAL segment(s)")
 
     def walk(self, key: str) -> list[str]:
         """The args of a script that walks pre-created orders (common.walk): its id files and tenants."""

@@ -299,6 +299,37 @@ def vacuum(dsn: str) -> None:
         conn.execute("CHECKPOINT")
 
 
+# Checkpoints the server has run (pg_stat_checkpointer since PostgreSQL 17, pg_stat_bgwriter before), and WAL
+# segments its sessions had to create (pg_stat_io counts WAL since PostgreSQL 18; NULL before).
+SERVER_COUNTS = {
+    17: "SELECT num_done, (SELECT sum(writes) FROM pg_stat_io WHERE object = 'wal' AND context = 'init'"
+    " AND backend_type = 'client backend') FROM pg_stat_checkpointer",
+    0: "SELECT checkpoints_timed + checkpoints_req, NULL FROM pg_stat_bgwriter",
+}
+
+
+def settle(dsn: str) -> tuple[int, int | None]:
+    """A checkpoint now, before a row's load; returns server_counts(). A checkpoint recycles the WAL segments
+    behind it as the next ones, so the load that follows writes into existing files. A young server (this
+    run's) has none to recycle until its first checkpoints: a session that fills the last segment then
+    creates the next one, a file of zeros (16 MB by default) and an fsync, while every commit waits (~150 ms
+    at a time on this machine's disk, once per segment of WAL). It also keeps the checkpoints that come every
+    checkpoint_timeout or max_wal_size out of the load."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    return server_counts(dsn)
+
+
+def server_counts(dsn: str) -> tuple[int, int | None]:
+    """How many checkpoints the server has completed, and WAL segments its sessions have created (None
+    where PostgreSQL does not count them)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        query = SERVER_COUNTS[17 if conn.info.server_version >= 170000 else 0]
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0]), None if row[1] is None else int(row[1])
+
+
 def explain_pages(dsn: str, deep_ts: datetime, deep_id: uuid.UUID) -> str:
     """Buffers and execution time of the first and the deep page's statement, as the service runs them."""
     blocks = load_sql()
