@@ -21,7 +21,7 @@ from test_serving import LOCK_WAITERS, _connect, _poll, confirm_on_a_locked_row
 
 from orders_svc import migrate
 from orders_svc.app import create_app
-from orders_svc.db import Turns, connection, contended, create_pool
+from orders_svc.db import Turns, connection, contended, create_pool, writing
 from orders_svc.errors import ApiError
 
 from conftest import test_settings as settings_for
@@ -322,8 +322,43 @@ async def test_a_write_handed_the_turn_as_it_is_cancelled_leaves_the_key_free(fr
         await db.close()
 
 
-async def _select_one(db) -> int:
-    async with connection(db) as conn:
+@pytest.mark.parametrize(
+    ("stock_writers", "writers", "holder_stock"),
+    [(1, 2, True), (1, 1, False)],
+    ids=["waiting-for-the-stock-turn", "holding-a-stock-turn-waiting-for-the-writers"],
+)
+async def test_a_create_that_takes_stock_cancelled_while_it_waits_gives_back_every_turn_it_took(
+    fresh_database_url, stock_writers, writers, holder_stock
+):
+    """A create of an order with items whose client goes while it waits, either for the one stock turn or,
+    holding a stock turn, for the one writer's turn: every turn it took is free again once the holder
+    leaves, and the next such create goes straight through (a turn kept by nobody would refuse every order
+    with items past ORDERS_POOL_TIMEOUT_MS, for good)."""
+    settings = settings_for(
+        fresh_database_url, pool_stock_writers=stock_writers, pool_writers=writers, pool_timeout_ms=60_000
+    )
+    db = await create_pool(settings, fresh_database_url)
+    token = writing.set(True)
+    try:
+        async with asyncio.timeout(GIVE_UP):
+            holder = connection(db, stock=holder_stock)
+            await holder.__aenter__()
+            waiter = asyncio.create_task(_select_one(db, stock=True))
+            await asyncio.sleep(0.05)
+            assert not waiter.done()  # waits for the turn the holder has
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+            await holder.__aexit__(None, None, None)
+            assert (db._stock_turns.free, db._writer_turns.free) == (stock_writers, writers)
+            assert await _select_one(db, stock=True) == 1
+    finally:
+        writing.reset(token)
+        await db.close()
+
+
+async def _select_one(db, *, stock: bool = False) -> int:
+    async with connection(db, stock=stock) as conn:
         return int(await conn.fetchval("SELECT 1"))
 
 
