@@ -317,15 +317,18 @@ def settle(dsn: str) -> tuple[int, int | None]:
     checkpoint_timeout or max_wal_size out of the load."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
-    return server_counts(dsn)
+        return _counts(conn)
 
 
 def server_counts(dsn: str) -> tuple[int, int | None]:
     """How many checkpoints the server has completed, and WAL segments its sessions have created (None
     where PostgreSQL does not count them)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        query = SERVER_COUNTS[17 if conn.info.server_version >= 170000 else 0]
-        row = conn.execute(query).fetchone()
+        return _counts(conn)
+
+
+def _counts(conn: psycopg.Connection) -> tuple[int, int | None]:
+    row = conn.execute(SERVER_COUNTS[17 if conn.info.server_version >= 170000 else 0]).fetchone()
     assert row is not None
     return int(row[0]), None if row[1] is None else int(row[1])
 
