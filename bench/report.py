@@ -95,6 +95,7 @@ class Report:
     explain: str = ""
     serial: dict[str, Result] = field(default_factory=dict)  # list pages at one connection
     depth_pairs: list[tuple[Result, Result]] = field(default_factory=list)  # (first, deep), interleaved
+    items_pairs: list[tuple[Result, Result]] = field(default_factory=list)  # (create, 3 items), interleaved
 
     def write(self) -> str:
         """The rendered table, also written to options.output."""
@@ -157,6 +158,11 @@ class Report:
             elif key == "create_items" and (plain := self.http.get("create")) is not None:
                 value = r.rps / plain.rps
                 baseline = f"create without items {fmt_rps(plain.rps)} req/s"
+                if self.items_pairs:
+                    ratios = sorted(items.rps / create.rps for create, items in self.items_pairs)
+                    spread = f"ratios {ratios[0]:.2f}–{ratios[-1]:.2f}; these two rows alone {value:.2f}"
+                    baseline += f", median of {len(ratios)} interleaved pairs ({spread})"
+                    value = statistics.median(ratios)
                 if (items_sql := self.sql.get("create_items")) is not None and create_sql is not None:
                     baseline += (
                         f" (the two statements alone, pgbench: {items_sql.rps / create_sql.rps:.2f}; "

@@ -35,6 +35,7 @@ DEEP_POSITION = DEEP_ORDERS - 20  # the cursor sits on this row (0-based): the p
 PAGE = 10  # the service's default page size; the SQL fetches PAGE + 1
 GET_ORDERS_PER_THREAD = 5_000
 DEPTH_PAIRS = 5  # first page then deep page, back to back, for the depth ratio
+ITEMS_PAIRS = 5  # plain create then orders with items (or the reverse), back to back, for their ratio
 REPLAY_KEYS_PER_THREAD = 20
 BASE_TS = datetime(2026, 1, 1, tzinfo=UTC)
 
