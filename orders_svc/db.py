@@ -181,8 +181,9 @@ class Database:
     served fastest with every connection the pool has (11-13 % more reads/s at 32 connections than with 10).
     Creates of orders with items take one of `pool_stock_writers` turns before their writer's turn: each
     holds its products' rows until it commits, and with fewer of them at once the others wait here rather
-    than in PostgreSQL's queues (3 items at 32 connections, p99 19-25 ms with 4 against 27-41 ms with 10),
-    while every other write keeps all of the writers' turns.
+    than in PostgreSQL's queues, while every other write keeps all of the writers' turns. The default, 8,
+    is from a sweep with the statement of 2026-12-04 (bench/README): 3 items at 32 connections ran 2-17 %
+    faster than with 4 (more commits share each WAL flush) at a p99 of 15-23 ms (17-18 with 4).
 
     Bounds, for requests (`connection`, `transaction`): the turns are waited for at most `pool_timeout_ms`
     together (then 503 pool_exhausted); a request whose client has gone is dropped before it takes one.

@@ -197,7 +197,7 @@ class Settings:
     pool_stock_writers: int = env(
         "ORDERS_POOL_STOCK_WRITERS",
         between(1, 1000),
-        4,
+        8,
         "Most creates of orders with items per worker taking stock at once (at most ORDERS_POOL_WRITERS); "
         "more wait in arrival order",
     )

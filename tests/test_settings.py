@@ -17,7 +17,7 @@ def test_defaults_need_no_environment():
     # queues; reads, which contend on nothing, may use the whole pool. Orders with items, which contend on
     # their products' rows, take stock four at a time.
     assert (settings.pool_min, settings.pool_max, settings.pool_writers) == (2, 32, 10)
-    assert settings.pool_stock_writers == 4
+    assert settings.pool_stock_writers == 8
 
 
 def test_values_are_read_from_the_environment():
