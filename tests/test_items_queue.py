@@ -42,6 +42,39 @@ async def test_a_product_changed_since_the_last_order_is_sold_at_its_new_price_a
     assert await stock_of(db, product) == 7 and await count_orders(db, tenant) == 2
 
 
+async def test_a_product_changed_while_a_create_waits_for_its_row_is_sold_at_its_new_price(
+    client, tenant, db
+):
+    """The statement reads each product as it locks it: an edit that held the row while the create waited
+    (edits do not queue) is what the create sees once the edit commits, never the version from before."""
+    product = await add_product(db, tenant, stock=10, price=100, name="Old")
+    assert (await order_with(client, tenant, lines((product, 1)))).status_code == 201  # seen at 100
+    async with db.acquire() as editor:
+        edit = editor.transaction()
+        await edit.start()
+        await editor.execute(
+            "UPDATE products SET price_cents = 170, name = 'New', version = version + 1 WHERE id = $1",
+            uuid.UUID(product),
+        )
+        create = asyncio.ensure_future(order_with(client, tenant, lines((product, 2))))
+        await wait_for(lambda: row_waiters(db, 1))  # the create waits on the edit's transaction
+        await edit.commit()
+    async with asyncio.timeout(HANG_GUARD_S):
+        response = await create
+    assert response.status_code == 201, response.text
+    body = response.json()
+    [item] = body["items"]
+    assert (item["name"], item["unitPriceCents"], body["totalCents"]) == ("New", 170, 340)
+    stored = await db.fetchrow("SELECT * FROM order_items WHERE order_id = $1", uuid.UUID(body["id"]))
+    assert (stored["name"], stored["unit_price_cents"], stored["quantity"]) == ("New", 170, 2)
+    assert await stock_of(db, product) == 7 and await count_orders(db, tenant) == 2
+
+
+async def row_waiters(db: asyncpg.Pool, count: int) -> bool:
+    waits = await db.fetch("SELECT locktype FROM pg_locks WHERE NOT granted")
+    return len(waits) == count and all(w["locktype"] in ("transactionid", "tuple") for w in waits)
+
+
 async def test_a_product_withdrawn_since_the_last_order_is_409_inactive_and_changes_nothing(
     client, tenant, db
 ):
