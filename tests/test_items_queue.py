@@ -57,7 +57,7 @@ async def test_a_product_changed_while_a_create_waits_for_its_row_is_sold_at_its
             uuid.UUID(product),
         )
         create = asyncio.ensure_future(order_with(client, tenant, lines((product, 2))))
-        await wait_for(lambda: row_waiters(db, 1))  # the create waits on the edit's transaction
+        await wait_for(lambda: waiting(db, 1, queue=False))  # the create waits on the edit's transaction
         await edit.commit()
     async with asyncio.timeout(HANG_GUARD_S):
         response = await create
@@ -68,11 +68,6 @@ async def test_a_product_changed_while_a_create_waits_for_its_row_is_sold_at_its
     stored = await db.fetchrow("SELECT * FROM order_items WHERE order_id = $1", uuid.UUID(body["id"]))
     assert (stored["name"], stored["unit_price_cents"], stored["quantity"]) == ("New", 170, 2)
     assert await stock_of(db, product) == 7 and await count_orders(db, tenant) == 2
-
-
-async def row_waiters(db: asyncpg.Pool, count: int) -> bool:
-    waits = await db.fetch("SELECT locktype FROM pg_locks WHERE NOT granted")
-    return len(waits) == count and all(w["locktype"] in ("transactionid", "tuple") for w in waits)
 
 
 async def test_a_product_withdrawn_since_the_last_order_is_409_inactive_and_changes_nothing(
@@ -144,11 +139,16 @@ async def test_a_create_queued_past_the_wait_behind_another_create_of_its_produc
     assert await stock_of(db, product) == 3 and await count_orders(db, tenant) == 2
 
 
-async def queued(db: asyncpg.Pool, count: int) -> bool:
+async def waiting(db: asyncpg.Pool, count: int, *, queue: bool) -> bool:
+    """Whether `count` sessions wait for a lock; each must wait in the products' queue (its advisory lock)
+    when `queue`, else on a row (the transaction that holds it, or the row itself)."""
     waits = await db.fetch(
         "SELECT locktype, classid = hashtext('orders_products')::oid AS queue FROM pg_locks WHERE NOT granted"
     )
-    assert all(w["locktype"] == "advisory" and w["queue"] for w in waits), waits
+    if queue:
+        assert all(w["locktype"] == "advisory" and w["queue"] for w in waits), waits
+    else:
+        assert all(w["locktype"] in ("transactionid", "tuple") for w in waits), waits
     return len(waits) == count
 
 
@@ -162,7 +162,7 @@ async def test_buyers_queued_behind_a_create_all_go_through_once_it_commits(data
             tx = await hold_products(blocker, tenant, product)
             buyers = [asyncio.ensure_future(order_with(http, tenant, lines((product, 1)))) for _ in range(8)]
             # Each waits in the queue (the advisory lock), none on the product's row or another's transaction.
-            await wait_for(lambda: queued(db, 8))
+            await wait_for(lambda: waiting(db, 8, queue=True))
             assert await count_orders(db, tenant) == 0
             await tx.commit()
             async with asyncio.timeout(HANG_GUARD_S):

@@ -15,7 +15,7 @@ def test_defaults_need_no_environment():
     assert settings.log_format == "json"
     # Writes beyond ten wait in the service, in arrival order, rather than in PostgreSQL's scheduler and lock
     # queues; reads, which contend on nothing, may use the whole pool. Orders with items, which contend on
-    # their products' rows, take stock four at a time.
+    # their products' rows, take stock eight at a time.
     assert (settings.pool_min, settings.pool_max, settings.pool_writers) == (2, 32, 10)
     assert settings.pool_stock_writers == 8
 
