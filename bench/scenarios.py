@@ -176,6 +176,8 @@ PGBENCH_PARAMETERS: dict[str, dict[int, str]] = {
         13: "ARRAY['SKU-' || :p1, 'SKU-' || :p2, 'SKU-' || :p3]",
         14: "ARRAY['Product ' || :p1, 'Product ' || :p2, 'Product ' || :p3]",
         15: "300 + :p1 + :p2 + :p3",
+        16: "ARRAY[" + ", ".join(f"md5(:tenant_prefix || :t || '/' || :p{n})::uuid" for n in (1, 2, 3)) + "]",
+        17: "false",
     },
     # One line of the one popular product, as the HTTP scenario sends it.
     "hot_product": {
@@ -187,6 +189,8 @@ PGBENCH_PARAMETERS: dict[str, dict[int, str]] = {
         13: "ARRAY[:sku]",
         14: "ARRAY[:name]",
         15: ":price",
+        16: "ARRAY[:product]",
+        17: "false",
     },
 }
 

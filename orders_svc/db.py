@@ -3,10 +3,11 @@ errors become API errors."""
 
 import asyncio
 import collections
+import contextvars
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -19,6 +20,7 @@ from .observability import metrics, tracing
 from .settings import Settings
 
 __all__ = [
+    "Batch",
     "Connection",
     "Database",
     "Pool",
@@ -163,6 +165,24 @@ class Turns:
             self._set_timer(loop, following)
 
 
+J = TypeVar("J")
+R = TypeVar("R")
+# Runs several jobs in one transaction and one round trip, each job's result in order (Database.batched); with
+# one job, as it would run alone.
+Batch = Callable[[Connection, list[J]], Awaitable[list[R]]]
+
+
+class _Waiting:
+    """A job waiting for a runner (Database.batched)."""
+
+    __slots__ = ("batch", "due", "future", "group", "job")
+
+    def __init__(
+        self, batch: Batch[Any, Any], group: Hashable, job: Any, future: asyncio.Future[Any], due: float
+    ):
+        self.batch, self.group, self.job, self.future, self.due = batch, group, job, future, due
+
+
 class Database:
     """The service's connections: an asyncpg pool, handed out first come, first served, within bounds.
 
@@ -194,13 +214,18 @@ class Database:
     """
 
     __slots__ = (
+        "_batch_size",
+        "_batch_timer",
+        "_batched",
         "_close_timeout",
         "_key_wait",
         "_pending",
         "_pool",
         "_pool_wait",
         "_queues",
-        "_stock_turns",
+        "_runners",
+        "_runners_max",
+        "_running",
         "_turns",
         "_writer_turns",
     )
@@ -209,7 +234,12 @@ class Database:
         self._pool = pool
         self._turns = Turns(settings.pool_max)
         self._writer_turns = Turns(min(settings.pool_writers, settings.pool_max))
-        self._stock_turns = Turns(min(settings.pool_stock_writers, settings.pool_writers, settings.pool_max))
+        self._runners_max = min(settings.pool_stock_writers, settings.pool_writers, settings.pool_max)
+        self._batch_size = settings.stock_batch
+        self._batched: collections.deque[_Waiting] = collections.deque()
+        self._batch_timer: asyncio.TimerHandle | None = None  # for the oldest job's bound
+        self._runners = 0  # batches' runners at work
+        self._running: set[asyncio.Task[None]] = set()  # their tasks (the loop keeps only weak references)
         self._pool_wait = settings.pool_timeout_ms / 1000
         self._key_wait = settings.idempotency_wait_ms / 1000
         self._close_timeout = settings.pool_close_timeout_ms / 1000
@@ -221,6 +251,11 @@ class Database:
         pool = self._pool
         idle = pool.get_idle_size()
         return metrics.PoolUsage(pool.get_size() - idle, idle, pool.get_max_size(), self._pending)
+
+    def queued(self) -> "_Queued":
+        """`async with`: this request's turn among the writes on what it contends on (see `contended`), for
+        the whole block; the scopes inside it do not queue again."""
+        return _Queued(self)
 
     def acquire(self) -> "_Scope":
         """`async with`: a pooled connection in autocommit, driver errors left as they are (relay, jobs)."""
@@ -236,16 +271,13 @@ class Database:
             log.warning("database pool did not close in time: connections dropped")
             self._pool.terminate()
 
-    async def _take_turn(self, write: bool, stock: bool) -> None:
-        """A turn for a connection, after a writer's turn for a write, and a stock turn before both for a
-        write that takes stock: all within `pool_timeout_ms`."""
-        turns, writers, stocks = self._turns, self._writer_turns, self._stock_turns
-        if turns.free and (writers.free or not write) and (stocks.free or not stock):  # no waiting, no timer
+    async def _take_turn(self, write: bool) -> None:
+        """A turn for a connection, after a writer's turn for a write: both within `pool_timeout_ms`."""
+        turns, writers = self._turns, self._writer_turns
+        if turns.free and (writers.free or not write):  # no waiting, no timer
             turns.free -= 1
             if write:
                 writers.free -= 1
-            if stock:
-                stocks.free -= 1
             metrics.observe_pool_wait(0.0)
             return
         loop = asyncio.get_running_loop()
@@ -253,7 +285,7 @@ class Database:
         self._pending += 1
         held: list[Turns] = []
         try:
-            for needed, taken in ((stock, stocks), (write, writers), (True, turns)):
+            for needed, taken in ((write, writers), (True, turns)):
                 if needed:
                     await taken.take(max(0.0, started + self._pool_wait - loop.time()))
                     held.append(taken)
@@ -267,12 +299,138 @@ class Database:
             self._pending -= 1
             metrics.observe_pool_wait(loop.time() - started)
 
-    def _leave_turn(self, write: bool, stock: bool) -> None:
+    def _leave_turn(self, write: bool) -> None:
         self._turns.release()
         if write:
             self._writer_turns.release()
-        if stock:
-            self._stock_turns.release()
+
+    async def batched(self, batch: "Batch[J, R]", group: Hashable, job: J) -> R:
+        """`batch` run for `job`, with the other jobs of the same batch and group that wait at the same time:
+        in one transaction and one round trip (see Batch), by one of at most `pool_stock_writers` runners at
+        once.
+
+        A runner takes the oldest waiting job and up to `stock_batch` - 1 more of its batch and group, in
+        arrival order, and runs them on a connection it takes as a write does (a writer's turn, then a turn);
+        it goes on while jobs wait, and ends when none do. Under load, each round trip and commit serves
+        several requests; with one request at a time, each runs alone, at once. A job waits at most
+        `pool_timeout_ms` to be taken (then 503 pool_exhausted), and the request waiting for it holds no
+        connection. Errors are the API's: a lock wait past lock_timeout is 409 request_in_progress (a batch's
+        statements wait only on the rows and queue places of what they write). A job whose request has gone
+        is dropped if it has not been taken yet.
+        """
+        _check_client()
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(batch, group, job, loop.create_future(), loop.time() + self._pool_wait)
+        self._batched.append(waiting)
+        self._pending += 1
+        if self._batch_timer is None:
+            self._batch_timer = loop.call_at(waiting.due, self._expire_batched)
+        if self._runners < self._runners_max:
+            self._runners += 1
+            runner = loop.create_task(
+                self._run_batches(), context=contextvars.Context()
+            )  # no request's context
+            self._running.add(runner)
+            runner.add_done_callback(self._running.discard)
+        try:
+            result: R = await waiting.future
+        except asyncpg.LockNotAvailableError:
+            raise errors.REQUEST_IN_PROGRESS.error() from None
+        except Exception as exc:
+            _raise_translated(exc)
+            raise
+        return result
+
+    async def _run_batches(self) -> None:
+        try:
+            while self._batched:
+                jobs = self._next_batch()
+                if jobs:
+                    await self._run_batch(jobs)
+        finally:
+            self._runners -= 1
+
+    def _expire_batched(self) -> None:
+        """Answer 503 to the jobs waited for past `pool_timeout_ms` (the oldest first: all wait as long), and
+        set the timer for the next one's bound."""
+        waiting, now = self._batched, asyncio.get_running_loop().time()
+        self._batch_timer = None
+        while waiting and (waiting[0].future.done() or waiting[0].due <= now):
+            first = waiting.popleft()
+            self._pending -= 1
+            if not first.future.done():
+                first.future.set_exception(errors.POOL_EXHAUSTED.error())
+        if waiting:
+            self._batch_timer = asyncio.get_running_loop().call_at(waiting[0].due, self._expire_batched)
+
+    def _next_batch(self) -> "list[_Waiting]":
+        """The oldest job still waited for, and the next ones of its batch and group (jobs waited for no more
+        are dropped)."""
+        waiting = self._batched
+        while waiting:
+            first = waiting.popleft()
+            self._pending -= 1
+            if not first.future.done():
+                break
+        else:
+            return []
+        jobs = [first]
+        if waiting and self._batch_size > 1:
+            rest: collections.deque[_Waiting] = collections.deque()
+            for other in waiting:
+                if other.future.done():
+                    self._pending -= 1
+                elif (
+                    len(jobs) < self._batch_size and other.batch is first.batch and other.group == first.group
+                ):
+                    jobs.append(other)
+                    self._pending -= 1
+                else:
+                    rest.append(other)
+            self._batched = rest
+        return jobs
+
+    async def _run_batch(self, jobs: "list[_Waiting]") -> None:
+        try:
+            await self._take_turn(write=True)
+            try:
+                conn: Connection = await self._pool.acquire()
+            except BaseException:
+                self._leave_turn(write=True)
+                raise
+        except BaseException as exc:
+            _fail(jobs, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        broken = False
+        try:
+            try:
+                _answer(jobs, await jobs[0].batch(conn, [waiting.job for waiting in jobs]))
+            except Exception as exc:
+                if _breaks_connection(exc) or len(jobs) == 1 or not _one_jobs_failure(exc):
+                    raise
+                # A failure one of the jobs may have caused (a constraint, a deadlock broken off): the whole
+                # transaction is undone, and each job runs again alone for an answer of its own.
+                for waiting in jobs:
+                    try:
+                        _answer([waiting], await waiting.batch(conn, [waiting.job]))
+                    except Exception as alone:
+                        if _breaks_connection(alone):
+                            raise
+                        _fail([waiting], alone)
+        except BaseException as exc:
+            broken = _breaks_connection(exc)
+            _fail(jobs, exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            try:
+                if broken:
+                    conn.terminate()  # left mid-protocol (see _Scope._release)
+                await self._pool.release(conn)
+            finally:
+                self._leave_turn(write=True)
 
     async def _enter_queue(self, key: Hashable) -> Turns:
         """The turn of this request among the writes on `key`: at once when there are none, else after
@@ -300,6 +458,27 @@ class Database:
 Pool = Database
 
 
+def _answer(jobs: list[_Waiting], results: list[Any]) -> None:
+    for waiting, result in zip(jobs, results, strict=True):
+        if not waiting.future.done():  # else its request has gone
+            waiting.future.set_result(result)
+
+
+def _fail(jobs: list[_Waiting], exc: BaseException) -> None:
+    failure = exc if isinstance(exc, Exception) else errors.UNAVAILABLE.error()  # the runner was cancelled
+    for waiting in jobs:
+        if not waiting.future.done():
+            waiting.future.set_exception(failure)
+
+
+def _one_jobs_failure(exc: Exception) -> bool:
+    """Whether a batch's failure may be down to one of its jobs (run each alone then), rather than to all of
+    them: a lock wait or statement past its time, or a database that is unavailable."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(
+        exc, (asyncpg.LockNotAvailableError, *_UNAVAILABLE, *_NOT_MIGRATED)
+    )
+
+
 async def create_pool(settings: Settings, dsn: str, *, generic_plans: bool = False) -> Database:
     """The pool; `generic_plans` for the API's statements (see server_settings), not the relay's scans."""
     pool = await asyncpg.create_pool(
@@ -323,6 +502,28 @@ def command_timeout(settings: Settings) -> float | None:
     return budget / 1000 + 1 if budget else None
 
 
+class _Queued:
+    __slots__ = ("_database", "_key", "_queue", "_token")
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._key: Hashable | None = None
+        self._queue: Turns | None = None
+        self._token: contextvars.Token[Hashable | None] | None = None
+
+    async def __aenter__(self) -> None:
+        key = contended.get()
+        if key is not None:
+            _check_client()
+            self._queue, self._key = await self._database._enter_queue(key), key
+            self._token = contended.set(None)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._queue is not None and self._token is not None:
+            contended.reset(self._token)
+            self._database._leave_queue(self._key, self._queue)
+
+
 class _Scope:
     """`async with`: a pooled connection (optionally inside a transaction); driver errors become ApiErrors.
 
@@ -335,15 +536,12 @@ class _Scope:
         "_in_transaction",
         "_queue",
         "_queued",
-        "_stock",
         "_transaction",
         "_translate",
         "_write",
     )
 
-    def __init__(
-        self, database: Database, in_transaction: bool, translate: bool = True, stock: bool = False
-    ) -> None:
+    def __init__(self, database: Database, in_transaction: bool, translate: bool = True) -> None:
         self._database = database
         self._in_transaction = in_transaction
         self._translate = translate
@@ -352,7 +550,6 @@ class _Scope:
         self._queue: Turns | None = None
         self._queued: Hashable | None = None
         self._write = False
-        self._stock = stock
 
     async def __aenter__(self) -> Connection:
         database = self._database
@@ -365,7 +562,7 @@ class _Scope:
                 self._queue, self._queued = await database._enter_queue(key), key
             self._write = write = writing.get()
             try:
-                await database._take_turn(write, self._stock)
+                await database._take_turn(write)
             except BaseException:
                 self._leave_queue()
                 raise
@@ -402,7 +599,7 @@ class _Scope:
             self._queue = self._queued = None
 
     def _leave_turn(self) -> None:
-        self._database._leave_turn(self._write, self._stock)
+        self._database._leave_turn(self._write)
         self._leave_queue()
 
     async def _release(self, broken: bool = False) -> None:
@@ -462,10 +659,9 @@ def transaction(database: Database) -> _Scope:
     return _Scope(database, in_transaction=True)
 
 
-def connection(database: Database, *, stock: bool = False) -> _Scope:
-    """A pooled connection in autocommit, for single statements, with driver errors translated. A write that
-    takes stock says so (`stock`): it takes one of the stock turns first (see Database)."""
-    return _Scope(database, in_transaction=False, stock=stock)
+def connection(database: Database) -> _Scope:
+    """A pooled connection in autocommit, for single statements, with driver errors translated."""
+    return _Scope(database, in_transaction=False)
 
 
 def translated(exc: BaseException) -> BaseException:

@@ -198,8 +198,14 @@ class Settings:
         "ORDERS_POOL_STOCK_WRITERS",
         between(1, 1000),
         8,
-        "Most creates of orders with items per worker taking stock at once (at most ORDERS_POOL_WRITERS); "
-        "more wait in arrival order",
+        "Most connections per worker placing orders with items at once (at most ORDERS_POOL_WRITERS); "
+        "more orders wait in arrival order, and are placed together",
+    )
+    stock_batch: int = env(
+        "ORDERS_STOCK_BATCH",
+        between(1, 64),
+        8,
+        "Most orders with items of one tenant placed in one transaction and round trip (1: each alone)",
     )
     statement_timeout_ms: int = env(
         "ORDERS_STATEMENT_TIMEOUT_MS",

@@ -34,6 +34,9 @@ class Idempotency(NamedTuple):
 
 
 Change = Callable[[Connection], Awaitable[Reply]]
+# A change that claims the key and stores its response in one statement it has run for it, on a connection of
+# its own (an order with items: Database.batched): None when the key exists, and nothing was written.
+PlacedChange = Callable[[Idempotency], Awaitable[Reply | None]]
 # A change that claims the key and stores its own response in the same single statement (the create fast
 # path): None when the key exists, and nothing was written.
 FusedChange = Callable[[Connection, Idempotency], Awaitable[Reply | None]]
@@ -51,17 +54,29 @@ async def perform(
     *,
     fused: FusedChange | None = None,
     atomic: bool = False,
-    stock: bool = False,
+    placed: PlacedChange | None = None,
 ) -> Reply:
     """Run `change` once for this request, however often the client sends it with the same key. A change of
-    more than one statement is `atomic`: it runs in a transaction also without a key. A fused change that
-    takes stock says so (`stock`): it waits for a stock turn (see db.Database)."""
+    more than one statement is `atomic`: it runs in a transaction also without a key. A `placed` change is a
+    fused one that needs no connection from here: one is taken only to replay."""
     if idem is None:
         assert change is not None, "a write that can run without a key needs a change of its own"
         async with transaction(pool) if atomic else connection(pool) as conn:
             return await change(conn)
+    if placed is not None:
+        async with pool.queued():  # one request at a time per key, as the scopes below would queue it
+            for _ in range(_CLAIMS):
+                reply = await placed(idem)
+                if reply is not None:
+                    outcome("created")
+                    return reply
+                async with connection(pool) as conn:
+                    if (replayed := await _after_miss(conn, tenant, idem)) is not None:
+                        return replayed
+        outcome("in_progress")
+        raise errors.REQUEST_IN_PROGRESS.error()
     # The fused change is one statement: autocommit is its transaction.
-    async with connection(pool, stock=stock) if fused is not None else transaction(pool) as conn:
+    async with connection(pool) if fused is not None else transaction(pool) as conn:
         for _ in range(_CLAIMS):
             if fused is not None:
                 reply = await fused(conn, idem)
@@ -76,12 +91,20 @@ async def perform(
             if reply is not None:
                 outcome("created")
                 return reply
-            stored = await idempotency.select_key(conn, tenant, idem.key)
-            if stored is not None:
-                return replay(stored, idem.fingerprint)
-            await idempotency.drop_expired_key(conn, tenant, idem.key)
+            if (replayed := await _after_miss(conn, tenant, idem)) is not None:
+                return replayed
     outcome("in_progress")
     raise errors.REQUEST_IN_PROGRESS.error()
+
+
+async def _after_miss(conn: Connection, tenant: str, idem: Idempotency) -> Reply | None:
+    """After a claim found the key: its stored answer, or None when it had expired (removed here: claim
+    again)."""
+    stored = await idempotency.select_key(conn, tenant, idem.key)
+    if stored is not None:
+        return replay(stored, idem.fingerprint)
+    await idempotency.drop_expired_key(conn, tenant, idem.key)
+    return None
 
 
 def replay(stored: StoredResponse, fingerprint: bytes) -> Reply:

@@ -21,7 +21,7 @@ from test_serving import LOCK_WAITERS, _connect, _poll, confirm_on_a_locked_row
 
 from orders_svc import migrate
 from orders_svc.app import create_app
-from orders_svc.db import Turns, connection, contended, create_pool, writing
+from orders_svc.db import Connection, Turns, connection, contended, create_pool
 from orders_svc.errors import ApiError
 
 from conftest import test_settings as settings_for
@@ -198,8 +198,8 @@ async def test_creates_that_take_stock_past_their_turns_wait_in_the_service_and_
     fresh_database_url,
 ):
     """Three orders of a locked product with ORDERS_POOL_STOCK_WRITERS 1 (of 4 writers): one waits in
-    PostgreSQL, two in the service for a stock turn (with 4 stock turns all three waited in PostgreSQL), and a
-    confirm, a write that takes no stock, passes them."""
+    PostgreSQL, two in the service for the one runner (then placed together), and a confirm, a write that
+    takes no stock, passes them."""
     async with _app_with_order(
         fresh_database_url,
         pool_min=1,
@@ -227,10 +227,10 @@ async def test_creates_that_take_stock_past_their_turns_wait_in_the_service_and_
         assert (await product_row(db, product))["stock"] == 7
 
 
-async def test_a_create_waiting_past_the_pool_timeout_for_a_stock_turn_gets_503_and_takes_nothing(
+async def test_a_create_waiting_past_the_pool_timeout_for_a_runner_gets_503_and_takes_nothing(
     fresh_database_url,
 ):
-    """One stock turn, held by an order of a locked product: an order of another product gets 503
+    """One runner, held by an order of a locked product: an order of another product gets 503
     pool_exhausted after ORDERS_POOL_TIMEOUT_MS, and neither its stock nor its key is taken."""
     async with _app_with_order(
         fresh_database_url,
@@ -322,43 +322,86 @@ async def test_a_write_handed_the_turn_as_it_is_cancelled_leaves_the_key_free(fr
         await db.close()
 
 
-@pytest.mark.parametrize(
-    ("stock_writers", "writers", "holder_stock"),
-    [(1, 2, True), (1, 1, False)],
-    ids=["waiting-for-the-stock-turn", "holding-a-stock-turn-waiting-for-the-writers"],
-)
-async def test_a_create_that_takes_stock_cancelled_while_it_waits_gives_back_every_turn_it_took(
-    fresh_database_url, stock_writers, writers, holder_stock
+async def test_a_job_whose_request_goes_while_it_waits_for_a_runner_is_dropped_and_the_next_runs(
+    fresh_database_url,
 ):
-    """A create of an order with items whose client goes while it waits, either for the one stock turn or,
-    holding a stock turn, for the one writer's turn: every turn it took is free again once the holder
-    leaves, and the next such create goes straight through (a turn kept by nobody would refuse every order
-    with items past ORDERS_POOL_TIMEOUT_MS, for good)."""
-    settings = settings_for(
-        fresh_database_url, pool_stock_writers=stock_writers, pool_writers=writers, pool_timeout_ms=60_000
-    )
+    """One runner (ORDERS_POOL_STOCK_WRITERS 1), busy with a job that holds it: a second job's request is
+    cancelled (its client gone) while it waits. The job is never run, nothing counts it as waiting any more,
+    the runner ends once the first job is done, and the next job runs at once (a job kept by nobody would hold
+    its place for good)."""
+    settings = settings_for(fresh_database_url, pool_stock_writers=1)
     db = await create_pool(settings, fresh_database_url)
-    token = writing.set(True)
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def batch(conn: Connection, jobs: list[str]) -> list[int]:
+        ran.extend(jobs)
+        if "first" in jobs:
+            await release.wait()
+        return [int(await conn.fetchval("SELECT 1")) for _ in jobs]
+
     try:
         async with asyncio.timeout(GIVE_UP):
-            holder = connection(db, stock=holder_stock)
-            await holder.__aenter__()
-            waiter = asyncio.create_task(_select_one(db, stock=True))
+            first = asyncio.create_task(db.batched(batch, "t", "first"))
             await asyncio.sleep(0.05)
-            assert not waiter.done()  # waits for the turn the holder has
-            waiter.cancel()
+            gone = asyncio.create_task(db.batched(batch, "t", "gone"))
+            await asyncio.sleep(0.05)
+            assert db.usage().pending == 1
+            gone.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await waiter
-            await holder.__aexit__(None, None, None)
-            assert (db._stock_turns.free, db._writer_turns.free) == (stock_writers, writers)
-            assert await _select_one(db, stock=True) == 1
+                await gone
+            release.set()
+            assert await first == 1
+            assert await db.batched(batch, "t", "next") == 1
+            assert ran == ["first", "next"]
+            assert db.usage().pending == 0
+
+            async def idle() -> bool:  # the runner ends after answering its last job
+                return db._runners == 0
+
+            await _until(idle)
+            assert (db._writer_turns.free, db._turns.free) == (settings.pool_writers, settings.pool_max)
     finally:
-        writing.reset(token)
         await db.close()
 
 
-async def _select_one(db, *, stock: bool = False) -> int:
-    async with connection(db, stock=stock) as conn:
+async def test_jobs_waiting_together_run_in_one_transaction_by_batch_and_group(fresh_database_url):
+    """Jobs that wait for the one runner at the same time run together, up to ORDERS_STOCK_BATCH of one batch
+    and group in arrival order, each in the transaction of its batch (checked on txid_current()); a job of
+    another group is not added to them."""
+    settings = settings_for(fresh_database_url, pool_stock_writers=1, stock_batch=3)
+    db = await create_pool(settings, fresh_database_url)
+    release = asyncio.Event()
+    batches: list[list[str]] = []
+
+    async def batch(conn: Connection, jobs: list[str]) -> list[int]:
+        batches.append(jobs)
+        if jobs == ["hold"]:
+            await release.wait()
+        if len(jobs) == 1:
+            return [int(await conn.fetchval("SELECT txid_current()"))]
+        rows = await conn.fetchmany("SELECT txid_current()", [() for _ in jobs])
+        return [int(row[0]) for row in rows]
+
+    try:
+        async with asyncio.timeout(GIVE_UP):
+            held = asyncio.create_task(db.batched(batch, "a", "hold"))
+            await asyncio.sleep(0.05)
+            names = [("a", "a1"), ("b", "b1"), ("a", "a2"), ("a", "a3"), ("a", "a4")]
+            jobs = [asyncio.create_task(db.batched(batch, group, name)) for group, name in names]
+            await asyncio.sleep(0.05)
+            release.set()
+            await held
+            txids = dict(zip([name for _, name in names], await asyncio.gather(*jobs), strict=True))
+        assert batches == [["hold"], ["a1", "a2", "a3"], ["b1"], ["a4"]]
+        assert txids["a1"] == txids["a2"] == txids["a3"]
+        assert len({txids["a1"], txids["b1"], txids["a4"]}) == 3
+    finally:
+        await db.close()
+
+
+async def _select_one(db) -> int:
+    async with connection(db) as conn:
         return int(await conn.fetchval("SELECT 1"))
 
 

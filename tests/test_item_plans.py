@@ -53,7 +53,7 @@ async def test_creating_an_order_with_items_reads_only_the_products_it_names(fre
     array = "{" + ",".join(str(i) for i in ids) + "}"
     args = (
         "t1", "k", "\\x00", "{}", "\\x7b7d", uuid.uuid4(), "1 hour", datetime.now(UTC), datetime.now(UTC),
-        array, "{1,1,1}", "{100,100,100}", "{S,S,S}", "{N,N,N}", 300,
+        array, "{1,1,1}", "{100,100,100}", "{S,S,S}", "{N,N,N}", 300, array, False,
     )  # fmt: skip
     nodes = await explain(fresh_database_url, orders.CREATE_ORDER_WITH_ITEMS, args)
     scans = products_scans(nodes)

@@ -12,7 +12,7 @@ from asyncpg.transaction import Transaction
 from catalogue import add_product, lines, order_with, stock_of
 
 from orders_svc.queries import orders
-from orders_svc.queries.orders import LineRow, OrderRow
+from orders_svc.queries.orders import LineRow, OrderRow, Placement
 
 from conftest import test_settings as settings_for
 from helpers import tenant_headers
@@ -104,9 +104,8 @@ async def hold_products(conn: asyncpg.Connection, tenant: str, product: str) -> 
     order = OrderRow(uuid.uuid4(), tenant, "draft", 1, line["price_cents"], now, now, until)
     tx = conn.transaction()
     await tx.start()
-    placed = await orders.create_order_with_items(
-        conn, tenant, ("held", b"\x00", timedelta(hours=1)), ({}, b"{}"), order, [(LineRow(*line), 1)]
-    )
+    placement = Placement(("held", b"\x00", timedelta(hours=1)), ({}, b"{}"), order, [(LineRow(*line), 1)])
+    placed = await orders.create_order_with_items(conn, placement)
     assert placed.claimed
     return tx
 
@@ -154,9 +153,9 @@ async def waiting(db: asyncpg.Pool, count: int, *, queue: bool) -> bool:
 
 async def test_buyers_queued_behind_a_create_all_go_through_once_it_commits(database_url, db, tenant):
     product = await add_product(db, tenant, stock=20)
-    # Stock turns for all eight, so that all of them reach PostgreSQL's queue (with fewer, the rest wait in
-    # the service: test_database_bounds.py).
-    async with app_client(settings_for(database_url, pool_stock_writers=8)) as http:
+    # Runners for all eight, each order alone, so that all of them reach PostgreSQL's queue (with fewer, the
+    # rest wait in the service: test_database_bounds.py; placed together: test_batches.py).
+    async with app_client(settings_for(database_url, pool_stock_writers=8, stock_batch=1)) as http:
         blocker = await asyncpg.connect(database_url)
         try:
             tx = await hold_products(blocker, tenant, product)

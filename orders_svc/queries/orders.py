@@ -2,7 +2,7 @@
 
 import uuid
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .. import states
 from ..db import Connection
@@ -93,19 +93,20 @@ async def select_lines(conn: Connection, tenant_id: str, product_ids: list[uuid.
     return [LineRow(*row) for row in await conn.fetch(SELECT_LINES, tenant_id, product_ids)]
 
 
-async def create_order_with_items(
-    conn: Connection,
-    tenant_id: str,
-    idem: tuple[str, bytes, timedelta],
-    response: tuple[dict[str, str], bytes],
-    order: OrderRow,
-    lines: list[tuple[LineRow, int]],
-) -> Placed:
-    key, fingerprint, ttl = idem
-    headers, body = response
-    rows = await conn.fetch(
-        CREATE_ORDER_WITH_ITEMS,
-        tenant_id,
+class Placement(NamedTuple):
+    """An order with lines to place: create_order_with_items's arguments for one order."""
+
+    idem: tuple[str, bytes, timedelta]  # key, fingerprint, lifetime
+    response: tuple[dict[str, str], bytes]  # headers, body
+    order: OrderRow
+    lines: list[tuple[LineRow, int]]
+
+
+def _arguments(placement: Placement, queue: list[uuid.UUID] | None, lead: bool) -> tuple[object, ...]:
+    (key, fingerprint, ttl), (headers, body), order, lines = placement
+    products = [line.product_id for line, _ in lines]
+    return (
+        order.tenant_id,
         key,
         fingerprint,
         headers,
@@ -114,16 +115,38 @@ async def create_order_with_items(
         ttl,
         order.created_at,
         order.reserved_until,
-        [line.product_id for line, _ in lines],
+        products,
         [quantity for _, quantity in lines],
         [line.unit_price_cents for line, _ in lines],
         [line.sku for line, _ in lines],
         [line.name for line, _ in lines],
         order.total_cents,
+        products if queue is None else queue,
+        lead,
     )
+
+
+def _placed(rows: list[Any]) -> Placed:
     fresh, claimed = rows[0][0], rows[0][1]
     locked = [Locked(LineRow(r[2], r[6], r[7], r[8], r[4]), r[3], r[5]) for r in rows if r[2] is not None]
     return Placed(fresh, claimed, locked)
+
+
+async def create_order_with_items(conn: Connection, placement: Placement) -> Placed:
+    return _placed(await conn.fetch(CREATE_ORDER_WITH_ITEMS, *_arguments(placement, None, False)))
+
+
+async def create_orders_with_items(conn: Connection, placements: list[Placement]) -> list[Placed]:
+    """Orders of one tenant, each as create_order_with_items places it alone, in one transaction and one round
+    trip: the first statement queues for all their products, the others for none (see the statement)."""
+    if len(placements) == 1:
+        return [await create_order_with_items(conn, placements[0])]
+    every = list(dict.fromkeys(line.product_id for p in placements for line, _ in p.lines))
+    arguments = [_arguments(p, every if n == 0 else [], n == 0) for n, p in enumerate(placements)]
+    by_order: dict[uuid.UUID, list[Any]] = {}
+    for row in await conn.fetchmany(CREATE_ORDER_WITH_ITEMS, arguments):
+        by_order.setdefault(row[9], []).append(row)
+    return [_placed(by_order[p.order.id]) for p in placements]
 
 
 async def select_order_items(conn: Connection, tenant_id: str, order_ids: list[uuid.UUID]) -> list[ItemRow]:

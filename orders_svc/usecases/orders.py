@@ -4,8 +4,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from asyncpg import LockNotAvailableError
-
 from .. import errors, states
 from ..db import Connection, Pool, connection
 from ..errors import ApiError
@@ -13,7 +11,7 @@ from ..observability import metrics
 from ..pagination import encode_cursor
 from ..queries import idempotency
 from ..queries import orders as queries
-from ..queries.orders import ItemRow, LineRow, Locked, OrderRow, Target
+from ..queries.orders import ItemRow, LineRow, Locked, OrderRow, Placement, Target
 from ..schemas import Order, OrderItem, OrderPage, encoder, rfc3339
 from ..states import OrderStatus, Transition
 from ..writes import Idempotency, Reply, perform
@@ -86,12 +84,15 @@ async def create_order_with_items(
     """
     order_id = uuid.uuid4()
 
-    async def create(conn: Connection, idem: Idempotency) -> Reply | None:
+    async def create(idem: Idempotency) -> Reply | None:
         try:
             ordered = _as_last_seen(tenant, lines)
             for _ in range(_SNAPSHOT_ATTEMPTS):
                 if ordered is None:
-                    found = await queries.select_lines(conn, tenant, [product_id for product_id, _ in lines])
+                    async with connection(pool) as conn:
+                        found = await queries.select_lines(
+                            conn, tenant, [product_id for product_id, _ in lines]
+                        )
                     _remember(tenant, found)
                     ordered = _in_catalogue(lines, {line.product_id: line for line in found})
                 now = datetime.now(UTC)
@@ -100,14 +101,13 @@ async def create_order_with_items(
                     raise errors.OUT_OF_RANGE.error()
                 row = OrderRow(order_id, tenant, states.INITIAL, 1, total, now, now, now + reservation)
                 reply = _created(row, [_item(order_id, line, quantity) for line, quantity in ordered])
-                try:
-                    placed = await queries.create_order_with_items(
-                        conn, tenant, idem, (reply.headers, reply.body), row, ordered
-                    )
-                except LockNotAvailableError:
-                    # Queued past lock_timeout behind other creates of the same products (an advisory lock,
-                    # which names no row): as a wait on the row itself would be answered.
-                    raise errors.REQUEST_IN_PROGRESS.error() from None
+                # Placed with the other orders of this tenant waiting at the same time (one round trip, one
+                # commit); a wait in the products' queue past lock_timeout is 409 request_in_progress, as a
+                # wait on a row itself would be answered.
+                placement = Placement(
+                    (idem.key, idem.fingerprint, idem.ttl), (reply.headers, reply.body), row, ordered
+                )
+                placed = await pool.batched(queries.create_orders_with_items, tenant, placement)
                 if placed.claimed:
                     return reply
                 if not placed.fresh:
@@ -118,12 +118,13 @@ async def create_order_with_items(
                 ordered = _as_found(lines, found)
         except ApiError:
             # A retry of a request that was answered meanwhile replays that answer, whatever the stock is now.
-            if await idempotency.select_key(conn, tenant, idem.key) is not None:
-                return None
+            async with connection(pool) as conn:
+                if await idempotency.select_key(conn, tenant, idem.key) is not None:
+                    return None
             raise
         raise errors.REQUEST_IN_PROGRESS.error()
 
-    return await perform(pool, tenant, idem, fused=create, stock=True)
+    return await perform(pool, tenant, idem, placed=create)
 
 
 _SNAPSHOT_ATTEMPTS = 3
