@@ -118,6 +118,7 @@ class Report:
         pool = o.pool_max if o.pool_max is not None else "default"
         writers = os.environ.get("ORDERS_POOL_WRITERS") or "default"  # the service inherits the environment
         stock_writers = os.environ.get("ORDERS_POOL_STOCK_WRITERS") or "default"
+        batch = os.environ.get("ORDERS_STOCK_BATCH") or "default"
         log_level = o.log_level or "default (INFO, JSON line per request)"
         return [
             f"### orders-svc benchmark — {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
@@ -131,6 +132,7 @@ class Report:
             f"Run: {o.connections} connections, {o.threads} wrk/pgbench threads, {o.duration:g} s per "
             f"scenario, {o.workers} service worker(s), ORDERS_POOL_MAX {pool}, "
             f"ORDERS_POOL_WRITERS {writers}, ORDERS_POOL_STOCK_WRITERS {stock_writers}, "
+            f"ORDERS_STOCK_BATCH {batch}, "
             f"log level {log_level}. "
             f"Service, PostgreSQL and the load generator share the same {os.cpu_count()} CPUs.",
             "",

@@ -199,11 +199,11 @@ class Database:
     its cores run, their waits just move into its lock queues and scheduler, with the longest tails (3 items
     at 32 connections: p99 117-173 ms with 32 writers, 43-65 ms with 4-10). Reads contend on nothing and are
     served fastest with every connection the pool has (11-13 % more reads/s at 32 connections than with 10).
-    Creates of orders with items take one of `pool_stock_writers` turns before their writer's turn: each
-    holds its products' rows until it commits, and with fewer of them at once the others wait here rather
-    than in PostgreSQL's queues, while every other write keeps all of the writers' turns. The default, 8,
-    is from a sweep with the statement of 2026-12-04 (bench/README): 3 items at 32 connections ran 2-17 %
-    faster than with 4 (more commits share each WAL flush) at a p99 of 15-23 ms (17-18 with 4).
+    Creates of orders with items are placed by `batched`, not in a turn each: at most `pool_stock_writers`
+    connections place them at once (the runners, each taking a writer's turn), and those that wait meanwhile
+    are placed together, up to `stock_batch` of one tenant per round trip and commit. Each holds its
+    products' rows until its transaction commits, so fewer at once wait here rather than in PostgreSQL's
+    queues, and every other write keeps all of the writers' turns.
 
     Bounds, for requests (`connection`, `transaction`): the turns are waited for at most `pool_timeout_ms`
     together (then 503 pool_exhausted); a request whose client has gone is dropped before it takes one.
