@@ -3,8 +3,10 @@ to ORDERS_STOCK_BATCH of them, each still placed or refused on its own (db.Datab
 
 import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
+import httpx
 from catalogue import add_product, lines, order_with, stock_of
 
 from conftest import test_settings as settings_for
@@ -27,6 +29,31 @@ async def _transactions(db: asyncpg.Pool, *order_ids: str) -> list[str]:
     return [by_id[i] for i in order_ids]
 
 
+async def _wait_together(
+    http: httpx.AsyncClient, db: asyncpg.Pool, held: str, orders: list[tuple[str, list[dict[str, Any]]]]
+) -> tuple[httpx.Response, list[httpx.Response]]:
+    """With one runner: a first order of product `held` (of the first order's tenant), whose row a
+    transaction elsewhere holds, keeps the runner waiting while `orders` (tenant, lines) arrive one after
+    another; then the row is let go. The first order's response, and theirs."""
+    blocker = await db.acquire()
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", uuid.UUID(held))
+        first = asyncio.ensure_future(order_with(http, orders[0][0], lines((held, 1))))
+        await wait_for(lambda: _lock_waiters(db))  # the runner waits on the row, with the first order
+        waiting = []
+        for tenant, items in orders:
+            waiting.append(asyncio.ensure_future(order_with(http, tenant, items)))
+            await asyncio.sleep(0.05)  # in this order
+        assert not any(w.done() for w in waiting)
+        await tx.commit()
+        async with asyncio.timeout(HANG_GUARD_S):
+            return await first, list(await asyncio.gather(*waiting))
+    finally:
+        await db.release(blocker)
+
+
 async def test_orders_waiting_together_are_placed_in_one_transaction_each_all_or_none(
     database_url, db, tenant
 ):
@@ -38,29 +65,17 @@ async def test_orders_waiting_together_are_placed_in_one_transaction_each_all_or
     held, p, q = [await add_product(db, tenant, stock=s) for s in (5, 3, 10)]
     r = await add_product(db, other, stock=10)
     async with app_client(settings_for(database_url, pool_stock_writers=1, stock_batch=8)) as http:
-        blocker = await db.acquire()
-        try:
-            tx = blocker.transaction()
-            await tx.start()
-            await blocker.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", uuid.UUID(held))
-            first = asyncio.ensure_future(order_with(http, tenant, lines((held, 1))))
-            await wait_for(lambda: _lock_waiters(db))  # the runner waits on the row, with the first order
-            waiting = []
-            for who, items in (
+        placed_first, (a, b, d, c) = await _wait_together(
+            http,
+            db,
+            held,
+            [
                 (tenant, lines((p, 1), (q, 1))),
                 (tenant, lines((p, 5))),
                 (other, lines((r, 2))),
                 (tenant, lines((q, 2), (p, 1))),
-            ):
-                waiting.append(asyncio.ensure_future(order_with(http, who, items)))
-                await asyncio.sleep(0.05)  # in this order
-            assert not any(w.done() for w in waiting)
-            await tx.commit()
-            async with asyncio.timeout(HANG_GUARD_S):
-                placed_first = await first
-                a, b, d, c = await asyncio.gather(*waiting)
-        finally:
-            await db.release(blocker)
+            ],
+        )
     assert [x.status_code for x in (placed_first, a, c, d)] == [201] * 4
     body = assert_error(b, 409, "conflict", reason="insufficient_stock")
     assert body["details"]["items"] == [{"productId": p, "requested": 5, "available": 2}]
@@ -93,23 +108,9 @@ async def test_a_batch_that_fails_on_one_order_is_undone_and_each_order_runs_alo
         """
     )
     async with app_client(settings_for(fresh_database_url, pool_stock_writers=1)) as http:
-        blocker = await fresh_db.acquire()
-        try:
-            tx = blocker.transaction()
-            await tx.start()
-            await blocker.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", uuid.UUID(held))
-            first = asyncio.ensure_future(order_with(http, tenant, lines((held, 1))))
-            await wait_for(lambda: _lock_waiters(fresh_db))
-            waiting = []
-            for items in (lines((good, 1)), lines((bad, 1)), lines((good, 2))):
-                waiting.append(asyncio.ensure_future(order_with(http, tenant, items)))
-                await asyncio.sleep(0.05)
-            await tx.commit()
-            async with asyncio.timeout(HANG_GUARD_S):
-                assert (await first).status_code == 201
-                a, x, c = await asyncio.gather(*waiting)
-        finally:
-            await fresh_db.release(blocker)
+        orders = [(tenant, lines((good, 1))), (tenant, lines((bad, 1))), (tenant, lines((good, 2)))]
+        first, (a, x, c) = await _wait_together(http, fresh_db, held, orders)
+    assert first.status_code == 201
     assert (a.status_code, c.status_code) == (201, 201)
     assert x.status_code == 422 and "totalCents" in x.json()["message"], x.text  # the constraint's answer
     assert (await stock_of(fresh_db, good), await stock_of(fresh_db, bad)) == (7, 10)
