@@ -588,6 +588,56 @@ async def test_a_database_that_stops_answering_gets_503s_and_a_bounded_shutdown(
         _resume(postmaster)
 
 
+async def test_orders_with_items_to_a_paused_database_get_503s_and_their_retries_place_each_once(
+    own_postgres,
+):
+    """Orders with items while the database is paused: the batch in flight is given up on at its statement's
+    bound, the orders waiting behind it at the pool timeout, all 503 with Retry-After, none hanging. A 503
+    does not say whether the order was placed (the paused server still holds the statements it was sent, and
+    runs them when it resumes): once the database answers, the runners serve again, and each order retried
+    with its key is placed exactly once, whichever way it went."""
+    dsn, postmaster = own_postgres
+    settings = settings_for(
+        dsn,
+        pool_min=1,
+        pool_max=4,
+        statement_timeout_ms=300,
+        idempotency_wait_ms=200,
+        connect_timeout_ms=500,
+        pool_timeout_ms=500,
+        pool_close_timeout_ms=500,
+    )
+    tenant = _tenant()
+
+    def order(key: str) -> Awaitable[httpx.Response]:
+        headers = {"X-Tenant-Id": tenant, "Idempotency-Key": key}
+        return http.post("/orders", headers=headers, json={"items": [{"productId": product, "quantity": 1}]})
+
+    async with app_client(settings) as http:
+        product = await product_id(http, tenant, stock=10)
+        assert (await order("first")).status_code == 201
+        _pause(postmaster)
+        try:
+            async with asyncio.timeout(GIVE_UP):
+                answers = await asyncio.gather(*(order(f"paused-{n}") for n in range(6)))
+        finally:
+            _resume(postmaster)
+        for response in answers:
+            assert_error(response, 503, "service_unavailable")
+            assert response.headers["retry-after"] == "1"
+        async with asyncio.timeout(GIVE_UP):
+            retries = [await order(f"paused-{n}") for n in range(6)]
+        # 201 placed now, or 200: the stored answer of an order the resumed server placed.
+        assert {r.status_code for r in retries} <= {200, 201}, [r.text for r in retries]
+        assert len({r.json()["id"] for r in retries}) == 6
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT stock FROM products WHERE id = $1", uuid.UUID(product)) == 10 - 7
+        assert await conn.fetchval("SELECT count(*) FROM orders WHERE tenant_id = $1", tenant) == 7
+    finally:
+        await conn.close()
+
+
 async def test_a_new_connection_to_a_paused_database_times_out_at_the_connect_timeout(own_postgres):
     dsn, postmaster = own_postgres
     settings = settings_for(dsn, pool_min=0, pool_max=2, connect_timeout_ms=300, pool_close_timeout_ms=300)
