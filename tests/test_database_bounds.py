@@ -23,6 +23,7 @@ from orders_svc import migrate
 from orders_svc.app import create_app
 from orders_svc.db import Connection, Turns, connection, contended, create_pool
 from orders_svc.errors import ApiError
+from orders_svc.settings import Settings
 
 from conftest import test_settings as settings_for
 from servers import create_database
@@ -550,9 +551,9 @@ def _resume(postmaster: psutil.Process) -> None:
             os.kill(process.pid, signal.SIGCONT)
 
 
-async def test_a_database_that_stops_answering_gets_503s_and_a_bounded_shutdown(own_postgres):
-    dsn, postmaster = own_postgres
-    settings = settings_for(
+def _short_bounds(dsn: str) -> Settings:
+    """Bounds of a few hundred milliseconds, for a database that stops answering."""
+    return settings_for(
         dsn,
         pool_min=1,
         pool_max=4,
@@ -562,6 +563,11 @@ async def test_a_database_that_stops_answering_gets_503s_and_a_bounded_shutdown(
         pool_timeout_ms=500,
         pool_close_timeout_ms=500,
     )
+
+
+async def test_a_database_that_stops_answering_gets_503s_and_a_bounded_shutdown(own_postgres):
+    dsn, postmaster = own_postgres
+    settings = _short_bounds(dsn)
     tenant = _tenant()
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
@@ -597,16 +603,7 @@ async def test_orders_with_items_to_a_paused_database_get_503s_and_their_retries
     runs them when it resumes): once the database answers, the runners serve again, and each order retried
     with its key is placed exactly once, whichever way it went."""
     dsn, postmaster = own_postgres
-    settings = settings_for(
-        dsn,
-        pool_min=1,
-        pool_max=4,
-        statement_timeout_ms=300,
-        idempotency_wait_ms=200,
-        connect_timeout_ms=500,
-        pool_timeout_ms=500,
-        pool_close_timeout_ms=500,
-    )
+    settings = _short_bounds(dsn)
     tenant = _tenant()
 
     def order(key: str) -> Awaitable[httpx.Response]:
