@@ -175,12 +175,13 @@ Batch = Callable[[Connection, list[J]], Awaitable[list[R]]]
 class _Waiting:
     """A job waiting for a runner (Database.batched)."""
 
-    __slots__ = ("batch", "due", "future", "group", "job")
+    __slots__ = ("batch", "due", "future", "group", "job", "trace")
 
     def __init__(
         self, batch: Batch[Any, Any], group: Hashable, job: Any, future: asyncio.Future[Any], due: float
     ):
         self.batch, self.group, self.job, self.future, self.due = batch, group, job, future, due
+        self.trace = tracing.current() if tracing.state.tracer is not None else None  # its request's span
 
 
 class Database:
@@ -345,7 +346,13 @@ class Database:
         try:
             while self._batched:
                 jobs = self._next_batch()
-                if jobs:
+                if not jobs:
+                    continue
+                if jobs[0].trace is None or tracing.state.tracer is None:
+                    await self._run_batch(jobs)
+                    continue
+                # Traced: its statements' spans are in the first request's trace, linked to the others.
+                with tracing.batch(getattr(jobs[0].batch, "__name__", "batch"), [j.trace for j in jobs]):
                     await self._run_batch(jobs)
         finally:
             self._runners -= 1

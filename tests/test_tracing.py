@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from catalogue import add_product
 from nats_support import NatsServer, relay_until_published
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -66,6 +67,32 @@ async def test_a_request_is_a_server_span_continuing_the_callers_trace_with_a_sp
         assert span.parent is not None and span.parent.span_id == server.context.span_id
         assert span.attributes["db.system.name"] == "postgresql"
     assert "select_order" in {s.name for s in statements}  # named after its block in sql/
+
+
+async def test_an_order_with_items_has_its_statement_in_its_trace_under_the_span_of_its_batch(
+    spans, database_url, db, tenant
+):
+    """An order with items is placed by a runner, with the others waiting at the same time
+    (db.Database.batched): its statement's span is in the request's trace, a child of the batch's span, itself
+    a child of the server span of the batch's first request."""
+    product = await add_product(db, tenant)
+    async with app_client(settings_for(database_url)) as http:
+        spans.clear()
+        response = await http.post(
+            "/orders",
+            headers=tenant_headers(tenant, traceparent=INCOMING, **{"Idempotency-Key": uuid.uuid4().hex}),
+            json={"items": [{"productId": product, "quantity": 1}]},
+        )
+        await settled()
+    assert response.status_code == 201, response.text
+    finished = spans.get_finished_spans()
+    [server] = [s for s in finished if s.kind == SpanKind.SERVER]
+    [batch] = [s for s in finished if s.name == "create_orders_with_items"]
+    [statement] = [s for s in finished if s.name == "create_order_with_items"]
+    assert f"{batch.context.trace_id:032x}" == f"{statement.context.trace_id:032x}" == TRACE_ID
+    assert batch.parent is not None and batch.parent.span_id == server.context.span_id
+    assert statement.parent is not None and statement.parent.span_id == batch.context.span_id
+    assert batch.attributes["orders.batch.size"] == 1
 
 
 async def test_without_an_incoming_traceparent_a_request_starts_a_trace(spans, database_url):

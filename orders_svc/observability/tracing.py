@@ -2,7 +2,8 @@
 
 Off (the default) it costs an attribute read per request. On: a server span per request named after its
 route template, carrying the request id and continuing an incoming W3C `traceparent`; a client span per SQL
-statement (asyncpg's query logger, named after the statement's block in sql/); and, for writes, the request's
+statement (asyncpg's query logger, named after the statement's block in sql/), under a span of their batch
+for statements run for several requests at once; and, for writes, the request's
 traceparent stored with the outbox events it causes (the `orders.traceparent` session setting, which the
 outbox column defaults to: migration 0010), which the relay sends on as the message's `traceparent` header
 under a publish span of the same trace.
@@ -12,7 +13,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -141,6 +143,35 @@ def end_request(handle: Any, method: str, route: str | None, status: int) -> Non
     if trace_token is not None:
         outbox_trace.reset(trace_token)
     context.detach(token)
+
+
+def current() -> Any:
+    """The current span's context: a request's, to place it in the trace of a batch run for it elsewhere."""
+    from opentelemetry import trace
+
+    return trace.get_current_span().get_span_context()
+
+
+@contextmanager
+def batch(name: str, requests: list[Any]) -> Iterator[None]:
+    """A span for statements run for several requests at once (db.Database.batched), current inside: a
+    child of the first request's span (`current()` there), linked to the others'; the statements' spans are
+    its children."""
+    from opentelemetry import context, trace
+
+    first, *others = requests
+    span = state.tracer.start_span(
+        name,
+        context=trace.set_span_in_context(trace.NonRecordingSpan(first)),
+        links=[trace.Link(other) for other in others],
+        attributes={"orders.batch.size": len(requests)},
+    )
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        context.detach(token)
+        span.end()
 
 
 def statement_name(query: str) -> str:
