@@ -265,6 +265,9 @@ class Database:
     async def close(self) -> None:
         """Close the connections, each cleanly if the database answers within `pool_close_timeout_ms`;
         past it (a database that stopped answering) they are dropped."""
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
         try:
             async with asyncio.timeout(self._close_timeout):
                 await self._pool.close()
@@ -328,9 +331,8 @@ class Database:
             self._batch_timer = loop.call_at(waiting.due, self._expire_batched)
         if self._runners < self._runners_max:
             self._runners += 1
-            runner = loop.create_task(
-                self._run_batches(), context=contextvars.Context()
-            )  # no request's context
+            outside = contextvars.Context()  # no request's: the runner serves them all
+            runner = loop.create_task(self._run_batches(), context=outside)
             self._running.add(runner)
             runner.add_done_callback(self._running.discard)
         try:
@@ -479,8 +481,9 @@ def _fail(jobs: list[_Waiting], exc: BaseException) -> None:
 
 
 def _one_jobs_failure(exc: Exception) -> bool:
-    """Whether a batch's failure may be down to one of its jobs (run each alone then), rather than to all of
-    them: a lock wait or statement past its time, or a database that is unavailable."""
+    """Whether a batch's failure may be down to one of its jobs (each then runs alone): an error the server
+    reported, other than a lock wait or statement past its time, or a database unavailable or not migrated
+    (which all of them would meet)."""
     return isinstance(exc, asyncpg.PostgresError) and not isinstance(
         exc, (asyncpg.LockNotAvailableError, *_UNAVAILABLE, *_NOT_MIGRATED)
     )

@@ -76,11 +76,12 @@ async def create_order_with_items(
     """A draft order whose lines take their stock, all or none, with the key's claim and the stored response.
 
     The response is rendered from the products as this process last saw them (read first, without a lock,
-    when it has not seen one of them); then one statement (the items' fast path of `perform`) locks the
+    when it has not seen one of them); then one statement (the items' fast path of `perform`), run in one
+    transaction with the other orders of the tenant that wait at the same time (Database.batched), locks the
     products in id order, checks that each still is what the response says and has the stock, and claims,
-    takes, inserts and stores: a popular product's row is held only while that statement and its commit run
-    inside the database. A product changed in between (price, name) is rendered again as that statement found
-    it; a refusal leaves the key unclaimed and the stock untouched.
+    takes, inserts and stores: a popular product's row is held only while that transaction and its commit
+    run inside the database. A product changed in between (price, name) is rendered again as that statement
+    found it; a refusal leaves the key unclaimed and the stock untouched.
     """
     order_id = uuid.uuid4()
 
