@@ -24,6 +24,7 @@ __all__ = [
     "Connection",
     "Database",
     "Pool",
+    "QueuedTooLong",
     "client_gone",
     "connection",
     "contended",
@@ -674,6 +675,12 @@ def connection(database: Database) -> _Scope:
     return _Scope(database, in_transaction=False)
 
 
+class QueuedTooLong(asyncpg.LockNotAvailableError):  # type: ignore[misc]
+    """A statement waited past lock_timeout for its products' place in the creates' queue (sql/orders.sql's
+    create_order_with_items): a write in progress on them, answered as a wait on a row is. Still a
+    LockNotAvailableError for whoever handles those (the relay's housekeeping retries)."""
+
+
 def translated(exc: BaseException) -> BaseException:
     """The API error for a driver error a client can cause (or wait out), by constraint name or SQLSTATE;
     anything else comes back unchanged (and ends as a logged 500)."""
@@ -683,6 +690,8 @@ def translated(exc: BaseException) -> BaseException:
             return problem.error()
     if isinstance(exc, asyncpg.NumericValueOutOfRangeError):  # a sum past the integer columns' range
         return errors.OUT_OF_RANGE.error()
+    if isinstance(exc, QueuedTooLong):
+        return errors.REQUEST_IN_PROGRESS.error()
     if isinstance(exc, asyncpg.LockNotAvailableError):
         # A wait on a row or a key's index entry names its tuple in the error's context ("while updating
         # tuple (0,1) in relation ..."): a concurrent request holds the same row or key. Anything else (a

@@ -170,3 +170,34 @@ async def test_buyers_queued_behind_a_create_all_go_through_once_it_commits(data
             await blocker.close()
     assert [r.status_code for r in responses] == [201] * 8
     assert await stock_of(db, product) == 20 - 9 and await count_orders(db, tenant) == 9
+
+
+async def test_a_cancel_queued_past_the_wait_behind_a_create_of_its_product_is_409_in_progress(
+    database_url, db, tenant
+):
+    """A cancel gives its stock back after the product's place in the creates' queue: held there past the
+    wait, it is answered as a wait on a row is, 409 request_in_progress, the order still draft with its stock
+    taken; once the queue moves, the retry cancels it."""
+    product = await add_product(db, tenant, stock=5)
+    async with app_client(settings_for(database_url, idempotency_wait_ms=WAIT_MS)) as http:
+        placed = await order_with(http, tenant, lines((product, 2)))
+        assert placed.status_code == 201
+        order_id = placed.json()["id"]
+        blocker = await asyncpg.connect(database_url)
+        try:
+            async with blocker.transaction():
+                await blocker.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('orders_products'), uuid_hash($1))",
+                    uuid.UUID(product),
+                )
+                async with asyncio.timeout(HANG_GUARD_S):
+                    refused = await http.post(f"/orders/{order_id}/cancel", headers=tenant_headers(tenant))
+                assert_error(refused, 409, "conflict", reason="request_in_progress")
+                assert await stock_of(db, product) == 3
+                status = await db.fetchval("SELECT status FROM orders WHERE id = $1", uuid.UUID(order_id))
+                assert status == "draft"
+        finally:
+            await blocker.close()
+        again = await http.post(f"/orders/{order_id}/cancel", headers=tenant_headers(tenant))
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+    assert await stock_of(db, product) == 5

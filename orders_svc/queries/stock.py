@@ -4,7 +4,9 @@ sql/orders.sql's create)."""
 import uuid
 from datetime import datetime
 
-from ..db import Connection
+from asyncpg import LockNotAvailableError
+
+from ..db import Connection, QueuedTooLong
 from . import statement
 
 SELECT_DUE_RESERVATIONS = statement("select_due_reservations")
@@ -17,5 +19,10 @@ async def select_due_reservations(conn: Connection, limit: int, now: datetime) -
 
 
 async def give_stock_back(conn: Connection, tenant_id: str, order_id: uuid.UUID, at: datetime) -> None:
-    """The stock of a just-cancelled order's lines back to their products (queries.orders.cancel_order)."""
-    await conn.execute(GIVE_STOCK_BACK, tenant_id, order_id, at)
+    """The stock of a just-cancelled order's lines back to their products (queries.orders.cancel_order). Past
+    the lock wait in the products' queue (an advisory lock, which names no row, unlike a wait on a row):
+    QueuedTooLong, a write in progress on them."""
+    try:
+        await conn.execute(GIVE_STOCK_BACK, tenant_id, order_id, at)
+    except LockNotAvailableError as exc:
+        raise QueuedTooLong("waited past lock_timeout for the products' place in the queue") from exc
