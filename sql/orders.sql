@@ -39,7 +39,8 @@ WHERE tenant_id = $1 AND id = ANY ($2::uuid[]);
 -- transactions could wait on each other: the first queues on the products of all of them ($16, $17 true), the
 -- others on none ($16 empty), so every transaction that locks several products takes all their queue places
 -- in key order, in one statement, before any row (give_stock_back queues too).
--- The product rows are held only while this statement and its commit run: no round trip of the client's.
+-- The product rows are held only while this statement (or its batch) and the commit run: no round trip of the
+-- client's.
 -- The queue: creates wait for a product on a transaction-scoped advisory lock (key: the product id's hash),
 -- taken for all the products in key order before any row: one waiter wakes at each commit. Waiting on the row
 -- itself, every commit woke each waiter in turn (each row version is a new lock to queue on): with 32 buyers of
