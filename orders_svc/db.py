@@ -319,9 +319,8 @@ class Database:
         it goes on while jobs wait, and ends when none do. Under load, each round trip and commit serves
         several requests; with one request at a time, each runs alone, at once. A job waits at most
         `pool_timeout_ms` to be taken (then 503 pool_exhausted), and the request waiting for it holds no
-        connection. Errors are the API's: a lock wait past lock_timeout is 409 request_in_progress (a batch's
-        statements wait only on the rows and queue places of what they write). A job whose request has gone
-        is dropped if it has not been taken yet.
+        connection. Errors are the API's (`translated`), a batch's for each of its jobs. A job whose request
+        has gone is dropped if it has not been taken yet.
         """
         _check_client()
         loop = asyncio.get_running_loop()
@@ -338,8 +337,6 @@ class Database:
             runner.add_done_callback(self._running.discard)
         try:
             result: R = await waiting.future
-        except asyncpg.LockNotAvailableError:
-            raise errors.REQUEST_IN_PROGRESS.error() from None
         except Exception as exc:
             _raise_translated(exc)
             raise
@@ -676,8 +673,9 @@ def connection(database: Database) -> _Scope:
 
 
 class QueuedTooLong(asyncpg.LockNotAvailableError):  # type: ignore[misc]
-    """A statement waited past lock_timeout for its products' place in the creates' queue (sql/orders.sql's
-    create_order_with_items): a write in progress on them, answered as a wait on a row is. Still a
+    """A statement that takes or gives back stock waited past lock_timeout for its products' place in their
+    queue (an advisory lock, which names no row) or for their rows (queries.orders.create_orders_with_items,
+    queries.stock.give_stock_back): a write in progress on them, answered as a wait on a row is. Still a
     LockNotAvailableError for whoever handles those (the relay's housekeeping retries)."""
 
 

@@ -43,3 +43,16 @@ async def order_with(
 ) -> httpx.Response:
     headers = tenant_headers(tenant, **{"Idempotency-Key": key or uuid.uuid4().hex})
     return await client.post("/orders", headers=headers, json={"items": items})
+
+
+async def waiting(db: asyncpg.Pool, count: int, *, queue: bool) -> bool:
+    """Whether `count` sessions wait for a lock; each must wait in the products' queue (its advisory lock)
+    when `queue`, else on a row (the transaction that holds it, or the row itself)."""
+    waits = await db.fetch(
+        "SELECT locktype, classid = hashtext('orders_products')::oid AS queue FROM pg_locks WHERE NOT granted"
+    )
+    if queue:
+        assert all(w["locktype"] == "advisory" and w["queue"] for w in waits), waits
+    else:
+        assert all(w["locktype"] in ("transactionid", "tuple") for w in waits), waits
+    return len(waits) == count

@@ -7,16 +7,12 @@ from typing import Any
 
 import asyncpg
 import httpx
-from catalogue import add_product, lines, order_with, stock_of
+from catalogue import add_product, lines, order_with, stock_of, waiting
 
 from conftest import test_settings as settings_for
 from support import app_client, assert_error, count_keys, wait_for
 
 HANG_GUARD_S = 20
-
-
-async def _lock_waiters(db: asyncpg.Pool) -> int:
-    return int(await db.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"))
 
 
 async def _transactions(db: asyncpg.Pool, *order_ids: str) -> list[str]:
@@ -41,15 +37,16 @@ async def _wait_together(
         await tx.start()
         await blocker.execute("SELECT 1 FROM products WHERE id = $1 FOR UPDATE", uuid.UUID(held))
         first = asyncio.ensure_future(order_with(http, orders[0][0], lines((held, 1))))
-        await wait_for(lambda: _lock_waiters(db))  # the runner waits on the row, with the first order
-        waiting = []
+        # The runner waits on the row, with the first order.
+        await wait_for(lambda: waiting(db, 1, queue=False))
+        arrived = []
         for tenant, items in orders:
-            waiting.append(asyncio.ensure_future(order_with(http, tenant, items)))
+            arrived.append(asyncio.ensure_future(order_with(http, tenant, items)))
             await asyncio.sleep(0.05)  # in this order
-        assert not any(w.done() for w in waiting)
+        assert not any(w.done() for w in arrived)
         await tx.commit()
         async with asyncio.timeout(HANG_GUARD_S):
-            return await first, list(await asyncio.gather(*waiting))
+            return await first, list(await asyncio.gather(*arrived))
     finally:
         await db.release(blocker)
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from asyncpg.transaction import Transaction
-from catalogue import add_product, lines, order_with, stock_of
+from catalogue import add_product, lines, order_with, stock_of, waiting
 
 from orders_svc.queries import orders
 from orders_svc.queries.orders import LineRow, OrderRow, Placement
@@ -136,19 +136,6 @@ async def test_a_create_queued_past_the_wait_behind_another_create_of_its_produc
         finally:
             await blocker.close()
     assert await stock_of(db, product) == 3 and await count_orders(db, tenant) == 2
-
-
-async def waiting(db: asyncpg.Pool, count: int, *, queue: bool) -> bool:
-    """Whether `count` sessions wait for a lock; each must wait in the products' queue (its advisory lock)
-    when `queue`, else on a row (the transaction that holds it, or the row itself)."""
-    waits = await db.fetch(
-        "SELECT locktype, classid = hashtext('orders_products')::oid AS queue FROM pg_locks WHERE NOT granted"
-    )
-    if queue:
-        assert all(w["locktype"] == "advisory" and w["queue"] for w in waits), waits
-    else:
-        assert all(w["locktype"] in ("transactionid", "tuple") for w in waits), waits
-    return len(waits) == count
 
 
 async def test_buyers_queued_behind_a_create_all_go_through_once_it_commits(database_url, db, tenant):

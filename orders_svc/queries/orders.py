@@ -4,8 +4,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from asyncpg import LockNotAvailableError
+
 from .. import states
-from ..db import Connection
+from ..db import Connection, QueuedTooLong
 from ..states import Transition
 from . import statement, stock
 
@@ -138,13 +140,18 @@ async def create_order_with_items(conn: Connection, placement: Placement) -> Pla
 
 async def create_orders_with_items(conn: Connection, placements: list[Placement]) -> list[Placed]:
     """Orders of one tenant, each as create_order_with_items places it alone, in one transaction and one round
-    trip: the first statement queues for all their products, the others for none (see the statement)."""
-    if len(placements) == 1:
-        return [await create_order_with_items(conn, placements[0])]
-    every = list(dict.fromkeys(line.product_id for p in placements for line, _ in p.lines))
-    arguments = [_arguments(p, every if n == 0 else [], n == 0) for n, p in enumerate(placements)]
+    trip: the first statement queues for all their products, the others for none (see the statement). A wait
+    past lock_timeout, in the queue or on a row, is QueuedTooLong."""
+    try:
+        if len(placements) == 1:
+            return [await create_order_with_items(conn, placements[0])]
+        every = list(dict.fromkeys(line.product_id for p in placements for line, _ in p.lines))
+        arguments = [_arguments(p, every if n == 0 else [], n == 0) for n, p in enumerate(placements)]
+        rows = await conn.fetchmany(CREATE_ORDER_WITH_ITEMS, arguments)
+    except LockNotAvailableError as exc:  # queued past the wait behind other writes of the same products
+        raise QueuedTooLong("waited past lock_timeout for the products") from exc
     by_order: dict[uuid.UUID, list[Any]] = {}
-    for row in await conn.fetchmany(CREATE_ORDER_WITH_ITEMS, arguments):
+    for row in rows:
         by_order.setdefault(row[9], []).append(row)
     return [_placed(by_order[p.order.id]) for p in placements]
 

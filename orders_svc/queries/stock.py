@@ -25,4 +25,4 @@ async def give_stock_back(conn: Connection, tenant_id: str, order_id: uuid.UUID,
     try:
         await conn.execute(GIVE_STOCK_BACK, tenant_id, order_id, at)
     except LockNotAvailableError as exc:
-        raise QueuedTooLong("waited past lock_timeout for the products' place in the queue") from exc
+        raise QueuedTooLong("waited past lock_timeout for the products") from exc
