@@ -176,12 +176,10 @@ Batch = Callable[[Connection, list[J]], Awaitable[list[R]]]
 class _Waiting:
     """A job waiting for a runner (Database.batched)."""
 
-    __slots__ = ("batch", "due", "future", "group", "job", "trace")
+    __slots__ = ("batch", "due", "future", "job", "trace")
 
-    def __init__(
-        self, batch: Batch[Any, Any], group: Hashable, job: Any, future: asyncio.Future[Any], due: float
-    ):
-        self.batch, self.group, self.job, self.future, self.due = batch, group, job, future, due
+    def __init__(self, batch: Batch[Any, Any], job: Any, future: asyncio.Future[Any], due: float):
+        self.batch, self.job, self.future, self.due = batch, job, future, due
         self.trace = tracing.current() if tracing.state.tracer is not None else None  # its request's span
 
 
@@ -203,7 +201,7 @@ class Database:
     served fastest with every connection the pool has (11-13 % more reads/s at 32 connections than with 10).
     Creates of orders with items are placed by `batched`, not in a turn each: at most `pool_stock_writers`
     connections place them at once (the runners, each taking a writer's turn), and those that wait meanwhile
-    are placed together, up to `stock_batch` of one tenant per round trip and commit. Each holds its
+    are placed together, up to `stock_batch` (of any tenants) per round trip and commit. Each holds its
     products' rows until its transaction commits, so fewer at once wait here rather than in PostgreSQL's
     queues, and every other write keeps all of the writers' turns.
 
@@ -309,14 +307,14 @@ class Database:
         if write:
             self._writer_turns.release()
 
-    async def batched(self, batch: "Batch[J, R]", group: Hashable, job: J) -> R:
-        """`batch` run for `job`, with the other jobs of the same batch and group that wait at the same time:
+    async def batched(self, batch: "Batch[J, R]", job: J) -> R:
+        """`batch` run for `job`, with the other jobs of the same batch that wait at the same time:
         in one transaction and one round trip (see Batch), by one of at most `pool_stock_writers` runners at
         once.
 
-        A runner takes the oldest waiting job and up to `stock_batch` - 1 more of its batch and group, in
-        arrival order, and runs them on a connection it takes as a write does (a writer's turn, then a turn);
-        it goes on while jobs wait, and ends when none do. Under load, each round trip and commit serves
+        A runner takes the oldest waiting job and up to `stock_batch` - 1 more of its batch, in arrival order,
+        and runs them on a connection it takes as a write does (a writer's turn, then a turn); it goes on
+        while jobs wait, and ends when none do. Under load, each round trip and commit serves
         several requests; with one request at a time, each runs alone, at once. A job waits at most
         `pool_timeout_ms` to be taken (then 503 pool_exhausted), and the request waiting for it holds no
         connection. Errors are the API's (`translated`), a batch's for each of its jobs. A job whose request
@@ -324,7 +322,7 @@ class Database:
         """
         _check_client()
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(batch, group, job, loop.create_future(), loop.time() + self._pool_wait)
+        waiting = _Waiting(batch, job, loop.create_future(), loop.time() + self._pool_wait)
         self._batched.append(waiting)
         self._pending += 1
         if self._batch_timer is None:
@@ -371,7 +369,7 @@ class Database:
             self._batch_timer = asyncio.get_running_loop().call_at(waiting[0].due, self._expire_batched)
 
     def _next_batch(self) -> "list[_Waiting]":
-        """The oldest job still waited for, and the next ones of its batch and group (jobs waited for no more
+        """The oldest job still waited for, and the next ones of its batch (jobs waited for no more
         are dropped)."""
         waiting = self._batched
         while waiting:
@@ -387,9 +385,7 @@ class Database:
             for other in waiting:
                 if other.future.done():
                     self._pending -= 1
-                elif (
-                    len(jobs) < self._batch_size and other.batch is first.batch and other.group == first.group
-                ):
+                elif len(jobs) < self._batch_size and other.batch is first.batch:
                     jobs.append(other)
                     self._pending -= 1
                 else:

@@ -205,7 +205,7 @@ class Settings:
         "ORDERS_STOCK_BATCH",
         between(1, 64),
         8,
-        "Most orders with items of one tenant placed in one transaction and round trip (1: each alone)",
+        "Most orders with items (of any tenants) placed in one transaction and round trip (1: each alone)",
     )
     statement_timeout_ms: int = env(
         "ORDERS_STATEMENT_TIMEOUT_MS",

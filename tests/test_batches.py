@@ -55,9 +55,9 @@ async def test_orders_waiting_together_are_placed_in_one_transaction_each_all_or
     database_url, db, tenant
 ):
     """One runner, held by an order of a row locked elsewhere; three orders of one tenant and one of another
-    arrive meanwhile. Once the row is free, the tenant's three run as one transaction in arrival order: the
-    first and third are placed, the second (more than is left after the first) is refused with what was
-    available after the first, its key unused; the other tenant's order is a transaction of its own."""
+    arrive meanwhile. Once the row is free, the four run as one transaction in arrival order, each statement
+    on its own tenant's rows: the first, third and fourth are placed, the second (more than is left after the
+    first) is refused with what was available after the first, its key unused."""
     other = f"{tenant}-other"
     held, p, q = [await add_product(db, tenant, stock=s) for s in (5, 3, 10)]
     r = await add_product(db, other, stock=10)
@@ -77,10 +77,19 @@ async def test_orders_waiting_together_are_placed_in_one_transaction_each_all_or
     body = assert_error(b, 409, "conflict", reason="insufficient_stock")
     assert body["details"]["items"] == [{"productId": p, "requested": 5, "available": 2}]
     assert (await stock_of(db, p), await stock_of(db, q), await stock_of(db, r)) == (1, 7, 8)
-    xa, xc, xfirst = await _transactions(db, a.json()["id"], c.json()["id"], placed_first.json()["id"])
-    [xd] = await _transactions(db, d.json()["id"])
-    assert xa == xc and len({xa, xfirst, xd}) == 3
+    xa, xc, xd, xfirst = await _transactions(
+        db, a.json()["id"], c.json()["id"], d.json()["id"], placed_first.json()["id"]
+    )
+    assert xa == xc == xd != xfirst
+    assert d.json()["tenantId"] == other and [i["productId"] for i in d.json()["items"]] == [r]
+    owners = await db.fetch(
+        "SELECT o.tenant_id AS o, i.tenant_id AS i FROM orders o JOIN order_items i ON i.order_id = o.id "
+        "WHERE o.id = $1",
+        uuid.UUID(d.json()["id"]),
+    )
+    assert [(row["o"], row["i"]) for row in owners] == [(other, other)]
     assert await count_keys(db, tenant) == 3  # first, a and c: b's key is free for a retry
+    assert await count_keys(db, other) == 1
 
 
 async def test_a_batch_that_fails_on_one_order_is_undone_and_each_order_runs_alone(

@@ -343,9 +343,9 @@ async def test_a_job_whose_request_goes_while_it_waits_for_a_runner_is_dropped_a
 
     try:
         async with asyncio.timeout(GIVE_UP):
-            first = asyncio.create_task(db.batched(batch, "t", "first"))
+            first = asyncio.create_task(db.batched(batch, "first"))
             await asyncio.sleep(0.05)
-            gone = asyncio.create_task(db.batched(batch, "t", "gone"))
+            gone = asyncio.create_task(db.batched(batch, "gone"))
             await asyncio.sleep(0.05)
             assert db.usage().pending == 1
             gone.cancel()
@@ -353,7 +353,7 @@ async def test_a_job_whose_request_goes_while_it_waits_for_a_runner_is_dropped_a
                 await gone
             release.set()
             assert await first == 1
-            assert await db.batched(batch, "t", "next") == 1
+            assert await db.batched(batch, "next") == 1
             assert ran == ["first", "next"]
             assert db.usage().pending == 0
 
@@ -366,10 +366,10 @@ async def test_a_job_whose_request_goes_while_it_waits_for_a_runner_is_dropped_a
         await db.close()
 
 
-async def test_jobs_waiting_together_run_in_one_transaction_by_batch_and_group(fresh_database_url):
+async def test_jobs_waiting_together_run_in_one_transaction_by_batch(fresh_database_url):
     """Jobs that wait for the one runner at the same time run together, up to ORDERS_STOCK_BATCH of one batch
-    and group in arrival order, each in the transaction of its batch (checked on txid_current()); a job of
-    another group is not added to them."""
+    in arrival order, each in the transaction of its batch (checked on txid_current()); a job of another
+    batch is not added to them."""
     settings = settings_for(fresh_database_url, pool_stock_writers=1, stock_batch=3)
     db = await create_pool(settings, fresh_database_url)
     release = asyncio.Event()
@@ -384,12 +384,15 @@ async def test_jobs_waiting_together_run_in_one_transaction_by_batch_and_group(f
         rows = await conn.fetchmany("SELECT txid_current()", [() for _ in jobs])
         return [int(row[0]) for row in rows]
 
+    async def another(conn: Connection, jobs: list[str]) -> list[int]:
+        return await batch(conn, jobs)
+
     try:
         async with asyncio.timeout(GIVE_UP):
-            held = asyncio.create_task(db.batched(batch, "a", "hold"))
+            held = asyncio.create_task(db.batched(batch, "hold"))
             await asyncio.sleep(0.05)
-            names = [("a", "a1"), ("b", "b1"), ("a", "a2"), ("a", "a3"), ("a", "a4")]
-            jobs = [asyncio.create_task(db.batched(batch, group, name)) for group, name in names]
+            names = [(batch, "a1"), (another, "b1"), (batch, "a2"), (batch, "a3"), (batch, "a4")]
+            jobs = [asyncio.create_task(db.batched(run, name)) for run, name in names]
             await asyncio.sleep(0.05)
             release.set()
             await held

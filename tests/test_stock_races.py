@@ -51,6 +51,34 @@ async def test_120_buyers_of_50_units_make_exactly_50_orders_and_70_refusals(htt
     assert (sold, orders) == (50, 50)
 
 
+async def test_buyers_of_four_tenants_at_once_each_sell_their_own_stock_and_no_more(http, db, tenant):
+    """30 buyers in each of four tenants at once, of a product with stock 12 and one with stock 100 each
+    (orders of several tenants are placed in one transaction: db.Database.batched): each tenant sells
+    exactly 12 of its scarce product, every order, line and stock change is of the buyer's own tenant, and
+    the refusals name the buyer's product."""
+    tenants = [f"{tenant}-{n}" for n in range(4)]
+    scarce = {t: await add_product(db, t, stock=12) for t in tenants}
+    plenty = {t: await add_product(db, t, stock=100) for t in tenants}
+    calls = [order_with(http, t, lines((scarce[t], 1), (plenty[t], 1))) for _ in range(30) for t in tenants]
+    responses = await gather(calls)
+    by_tenant = {t: [r for i, r in enumerate(responses) if tenants[i % 4] == t] for t in tenants}
+    for t in tenants:
+        statuses = [r.status_code for r in by_tenant[t]]
+        assert (statuses.count(201), statuses.count(409)) == (12, 18), (t, statuses)
+        for refused in (r for r in by_tenant[t] if r.status_code == 409):
+            [short] = refused.json()["details"]["items"]
+            assert short == {"productId": scarce[t], "requested": 1, "available": 0}
+        assert (await stock_of(db, scarce[t]), await stock_of(db, plenty[t])) == (0, 88)
+    lines_by_tenant = await db.fetch(
+        "SELECT o.tenant_id, count(*) AS lines, count(*) FILTER (WHERE i.tenant_id <> o.tenant_id "
+        "OR p.tenant_id <> o.tenant_id) AS foreign_lines "
+        "FROM orders o JOIN order_items i ON i.order_id = o.id JOIN products p ON p.id = i.product_id "
+        "WHERE o.tenant_id = ANY ($1::text[]) GROUP BY o.tenant_id ORDER BY o.tenant_id",
+        tenants,
+    )
+    assert [tuple(row) for row in lines_by_tenant] == [(t, 24, 0) for t in tenants]
+
+
 async def test_orders_over_two_products_in_opposite_orders_all_succeed_without_deadlock(http, db, tenant):
     a, b = await add_product(db, tenant, stock=1000), await add_product(db, tenant, stock=1000)
     calls = [

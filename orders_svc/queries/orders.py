@@ -139,9 +139,9 @@ async def create_order_with_items(conn: Connection, placement: Placement) -> Pla
 
 
 async def create_orders_with_items(conn: Connection, placements: list[Placement]) -> list[Placed]:
-    """Orders of one tenant, each as create_order_with_items places it alone, in one transaction and one round
-    trip: the first statement queues for all their products, the others for none (see the statement). A wait
-    past lock_timeout, in the queue or on a row, is QueuedTooLong."""
+    """Orders, each as create_order_with_items places it alone (on its own tenant's rows), in one transaction
+    and one round trip: the first statement queues for all their products, the others for none (see the
+    statement). A wait past lock_timeout, in the queue or on a row, is QueuedTooLong."""
     try:
         if len(placements) == 1:
             return [await create_order_with_items(conn, placements[0])]

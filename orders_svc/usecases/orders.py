@@ -102,13 +102,13 @@ async def create_order_with_items(
                     raise errors.OUT_OF_RANGE.error()
                 row = OrderRow(order_id, tenant, states.INITIAL, 1, total, now, now, now + reservation)
                 reply = _created(row, [_item(order_id, line, quantity) for line, quantity in ordered])
-                # Placed with the other orders of this tenant waiting at the same time (one round trip, one
-                # commit); a wait in the products' queue past lock_timeout is 409 request_in_progress, as a
-                # wait on a row itself would be answered.
+                # Placed with the other orders waiting at the same time, of any tenant (one round trip, one
+                # commit; each statement on its own tenant's rows); a wait in the products' queue past
+                # lock_timeout is 409 request_in_progress, as a wait on a row itself would be answered.
                 placement = Placement(
                     (idem.key, idem.fingerprint, idem.ttl), (reply.headers, reply.body), row, ordered
                 )
-                placed = await pool.batched(queries.create_orders_with_items, tenant, placement)
+                placed = await pool.batched(queries.create_orders_with_items, placement)
                 if placed.claimed:
                     return reply
                 if not placed.fresh:
