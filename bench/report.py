@@ -174,6 +174,9 @@ class Report:
                 ratio = f"{value:.2f}"
                 target = f"≥ {TARGET_ITEMS_VS_CREATE:.2f} of create; " + target
                 met = met and value >= TARGET_ITEMS_VS_CREATE
+            elif key == "create_items_tenants" and (items := self.http.get("create_items")) is not None:
+                baseline = f"the same orders of one tenant per wrk thread {fmt_rps(items.rps)} req/s"
+                ratio = f"{r.rps / items.rps:.2f}"
             elif key == "webhook":
                 target = f"≥ {TARGET_WEBHOOK_RPS:,} req/s; " + target
                 met = met and r.rps >= TARGET_WEBHOOK_RPS

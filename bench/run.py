@@ -198,6 +198,14 @@ def measure(run: Run) -> None:
         "hot_product",
         {"tenant": "bench-hot", "product": hot, "sku": "SKU-1", "name": "Product 1", "price": "101"},
     )
+    # Orders of as many tenants as connections, each request of the next tenant in turn (create_items.lua).
+    per_thread = max(1, options.connections // options.threads)
+    for index in range(options.threads):
+        for k in range(per_thread):
+            many = f"many-{index}-{k}"
+            seed_products(dsn, f"bench-{many}", ITEM_PRODUCTS_PER_THREAD, run.workdir / many)
+    many_args = [run_id, "bench-many-", f"{run.workdir}/many-", str(ITEM_LINES), str(per_thread)]
+    run.http("create_items_tenants", "create_items.lua", many_args)
 
     step("creating the keys to replay")
     create_replay_keys(run.base, run_id, options.threads)

@@ -97,6 +97,7 @@ LABELS = {
     "create": "POST /orders (create)",
     "create_items": f"POST /orders, {ITEM_LINES} items of {ITEM_PRODUCTS_PER_THREAD} products per tenant",
     "hot_product": "POST /orders, 1 item of one product every connection buys",
+    "create_items_tenants": f"POST /orders, {ITEM_LINES} items, as many tenants as connections, in turn",
     "replay": "POST /orders (replayed create)",
     **{write.key: write.label for write in WRITES},
     "pay": "POST /orders/{id}/payments",
