@@ -77,7 +77,7 @@ async def create_order_with_items(
 
     The response is rendered from the products as this process last saw them (read first, without a lock,
     when it has not seen one of them); then one statement (the items' fast path of `perform`), run in one
-    transaction with the other orders of the tenant that wait at the same time (Database.batched), locks the
+    transaction with the other orders that wait at the same time, of any tenant (Database.batched), locks the
     products in id order, checks that each still is what the response says and has the stock, and claims,
     takes, inserts and stores: a popular product's row is held only while that transaction and its commit
     run inside the database. A product changed in between (price, name) is rendered again as that statement
