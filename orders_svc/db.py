@@ -308,17 +308,16 @@ class Database:
             self._writer_turns.release()
 
     async def batched(self, batch: "Batch[J, R]", job: J) -> R:
-        """`batch` run for `job`, with the other jobs of the same batch that wait at the same time:
-        in one transaction and one round trip (see Batch), by one of at most `pool_stock_writers` runners at
-        once.
+        """`batch` run for `job`, with the other jobs of the same batch that wait at the same time: in one
+        transaction and one round trip (see Batch), by one of at most `pool_stock_writers` runners at once.
 
         A runner takes the oldest waiting job and up to `stock_batch` - 1 more of its batch, in arrival order,
         and runs them on a connection it takes as a write does (a writer's turn, then a turn); it goes on
-        while jobs wait, and ends when none do. Under load, each round trip and commit serves
-        several requests; with one request at a time, each runs alone, at once. A job waits at most
-        `pool_timeout_ms` to be taken (then 503 pool_exhausted), and the request waiting for it holds no
-        connection. Errors are the API's (`translated`), a batch's for each of its jobs. A job whose request
-        has gone is dropped if it has not been taken yet.
+        while jobs wait, and ends when none do. Under load, each round trip and commit serves several
+        requests; with one request at a time, each runs alone, at once. A job waits at most `pool_timeout_ms`
+        to be taken (then 503 pool_exhausted), and the request waiting for it holds no connection. Errors are
+        the API's (`translated`), a batch's for each of its jobs. A job whose request has gone is dropped if
+        it has not been taken yet.
         """
         _check_client()
         loop = asyncio.get_running_loop()
@@ -369,8 +368,8 @@ class Database:
             self._batch_timer = asyncio.get_running_loop().call_at(waiting[0].due, self._expire_batched)
 
     def _next_batch(self) -> "list[_Waiting]":
-        """The oldest job still waited for, and the next ones of its batch (jobs waited for no more
-        are dropped)."""
+        """The oldest job still waited for, and the next ones of its batch (jobs waited for no more are
+        dropped)."""
         waiting = self._batched
         while waiting:
             first = waiting.popleft()
