@@ -4,10 +4,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from asyncpg import LockNotAvailableError
-
 from .. import states
-from ..db import Connection, QueuedTooLong
+from ..db import Connection
 from ..states import Transition
 from . import statement, stock
 
@@ -142,14 +140,12 @@ async def create_orders_with_items(conn: Connection, placements: list[Placement]
     """Orders, each as create_order_with_items places it alone (on its own tenant's rows), in one transaction
     and one round trip: the first statement queues for all their products, the others for none (see the
     statement). A wait past lock_timeout, in the queue or on a row, is QueuedTooLong."""
-    try:
+    with stock.waiting_for_products():
         if len(placements) == 1:
             return [await create_order_with_items(conn, placements[0])]
         every = list(dict.fromkeys(line.product_id for p in placements for line, _ in p.lines))
         arguments = [_arguments(p, every if n == 0 else [], n == 0) for n, p in enumerate(placements)]
         rows = await conn.fetchmany(CREATE_ORDER_WITH_ITEMS, arguments)
-    except LockNotAvailableError as exc:  # queued past the wait behind other writes of the same products
-        raise QueuedTooLong("waited past lock_timeout for the products") from exc
     by_order: dict[uuid.UUID, list[Any]] = {}
     for row in rows:
         by_order.setdefault(row[9], []).append(row)
